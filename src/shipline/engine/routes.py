@@ -1,0 +1,50 @@
+"""Routes are data: ticket kind (and optionally lane) → the ordered phases it runs.
+
+`[routes]` in shipline.toml maps a kind to its phases; a key `"KIND.laneN"` overrides the
+route for that lane only (e.g. `"feature.lane1" = ["plan", "tests", "implement", "review"]`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from shipline.config import Settings
+from shipline.errors import ConfigError, TicketError
+
+KINDS = ("feature", "hotfix", "epic")
+_KEY = re.compile(r"^(?P<kind>[a-z][a-z0-9_-]*)(?:\.lane(?P<lane>[1-3]))?$")
+
+
+def validate_routes(settings: Settings, source: str) -> None:
+    """Every route names known phases, once each; `split` may only end a route."""
+    from shipline.phases import PHASES
+
+    for key, phases in settings.routes.items():
+        where = f"{source} [routes] {key}"
+        if not _KEY.match(key):
+            raise ConfigError(f"{where}: keys are KIND or KIND.laneN (N = 1, 2 or 3)")
+        if not phases:
+            raise ConfigError(f"{where} is empty: list at least one phase")
+        seen: set[str] = set()
+        for phase in phases:
+            if phase not in PHASES:
+                known = ", ".join(sorted(PHASES))
+                raise ConfigError(f"{where} names unknown phase {phase!r} (known: {known})")
+            if phase in seen:
+                raise ConfigError(
+                    f"{where} has a cycle: {phase!r} appears twice; a route runs each phase once"
+                )
+            seen.add(phase)
+        if "split" in phases and phases[-1] != "split":
+            raise ConfigError(f"{where}: 'split' must be the last phase of a route")
+    for kind in ("feature", "hotfix", "epic"):
+        if kind not in settings.routes:
+            raise ConfigError(f"{source} [routes] has no route for kind {kind!r}")
+
+
+def route_for(settings: Settings, kind: str, lane: int) -> list[str]:
+    """The phases a ticket of this kind and lane runs (pure)."""
+    kinds = sorted({m.group("kind") for key in settings.routes if (m := _KEY.match(key))})
+    if kind not in kinds:
+        raise TicketError(f"unknown ticket kind {kind!r} (known: {', '.join(kinds)})")
+    return list(settings.routes.get(f"{kind}.lane{lane}") or settings.routes[kind])

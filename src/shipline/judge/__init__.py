@@ -1,0 +1,19 @@
+"""The judge: the project's own CI command, run in a worktree, decides "done"; plus log excerpts."""
+
+from shipline.judge.excerpt import failure_excerpt
+from shipline.judge.runner import (
+    CommandResult,
+    JudgeError,
+    JudgeResult,
+    run_command,
+    run_judge,
+)
+
+__all__ = [
+    "CommandResult",
+    "JudgeError",
+    "JudgeResult",
+    "failure_excerpt",
+    "run_command",
+    "run_judge",
+]

@@ -1,0 +1,64 @@
+"""The phase registry: every phase by name, and the JSON schema of a validator's verdict.
+
+A phase module (discovery.py, techspec.py, …) defines `PHASE`; its prompt template lives in
+`templates/`, next to `_base.md.j2` (shared macros) and `validator.md.j2`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import (
+    diagnose,
+    discovery,
+    fix_ci,
+    implement,
+    plan,
+    review,
+    split,
+    techspec,
+    tests_phase,
+)
+from .base import Check, PhaseSpec
+
+PHASES: dict[str, PhaseSpec] = {
+    module.PHASE.name: module.PHASE
+    for module in (
+        discovery,
+        techspec,
+        plan,
+        diagnose,
+        tests_phase,
+        implement,
+        fix_ci,
+        review,
+        split,
+    )
+}
+
+# The validator's prompt template: blocks `system` and `user`; variables phase, ticket,
+# deliverable (file name), text (the deliverable) and inputs.
+VALIDATOR_TEMPLATE = "validator.md.j2"
+
+# The validator's answer, for providers that can constrain decoding to a JSON schema.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "pass": {"type": "boolean"},
+        "objections": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["pass", "objections"],
+    "additionalProperties": False,
+}
+
+
+def get_phase(name: str) -> PhaseSpec:
+    """The phase called `name`; KeyError naming the known phases when there is none."""
+    try:
+        return PHASES[name]
+    except KeyError:
+        known = ", ".join(PHASES)
+        raise KeyError(f"unknown phase {name!r} (known phases: {known})") from None
+
+
+__all__ = ["PHASES", "VALIDATOR_TEMPLATE", "VERDICT_SCHEMA", "Check", "PhaseSpec", "get_phase"]

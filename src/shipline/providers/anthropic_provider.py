@@ -1,0 +1,104 @@
+"""Anthropic's Messages API (or a server that speaks it) through the official `anthropic` SDK.
+
+System messages go to the top-level `system` field. The SDK's own retries are off: the
+router's guard owns retries. JSON output is asked for by prompt, then parsed, checked against
+the schema and repaired up to a limit. The Messages API of SDK 2.x has no sampling
+parameters, so `request.temperature` is not sent. Token counts are normalised to the OpenAI
+convention: `input_tokens` includes cache reads and writes, `cached_tokens` counts cache reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+
+from shipline.config import ProviderSettings
+from shipline.errors import ConfigError
+from shipline.providers.base import Completion, CompletionRequest, Message
+from shipline.providers.hosted import Redactor, api_key_from_env, map_sdk_error
+from shipline.providers.pricing import call_cost
+from shipline.providers.structured import complete_json
+
+ANTHROPIC_URL = "https://api.anthropic.com"
+JSON_REPAIRS = 2
+
+
+class AnthropicProvider:
+    """`[providers.NAME] kind = "anthropic"`: model, base_url, api_key_env, timeout_s, prices."""
+
+    def __init__(
+        self, name: str, settings: ProviderSettings, *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        if not settings.model:
+            raise ConfigError(f'shipline.toml [providers.{name}] needs model = "MODEL-NAME"')
+        self.name = name
+        self.in_house = settings.in_house
+        self.model = settings.model
+        self.base_url = settings.base_url or ANTHROPIC_URL
+        self._settings = settings
+        key = api_key_from_env(name, settings, environ)
+        self._mask = Redactor(key)
+        # SDK 2.x sends the key as a bearer token; servers that speak the classic Messages API
+        # (proxies, test servers) read x-api-key, which api.anthropic.com accepts as well.
+        self._client = anthropic.Anthropic(
+            api_key=key,
+            base_url=self.base_url,
+            timeout=settings.timeout_s,
+            max_retries=0,
+            default_headers={"x-api-key": key},
+        )
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        messages = list(request.messages)
+        if request.json_schema is None:
+            return self._send(messages, request)
+        return complete_json(
+            lambda m: self._send(m, request), messages, request.json_schema, repairs=JSON_REPAIRS
+        )
+
+    def _send(self, messages: list[Message], request: CompletionRequest) -> Completion:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        turns: list[Any] = [
+            {"role": m.role, "content": m.content} for m in messages if m.role != "system"
+        ]
+        options: dict[str, Any] = {"system": system} if system else {}
+        try:
+            response = self._client.messages.create(
+                model=self.model,
+                messages=turns,
+                max_tokens=request.max_tokens,
+                **options,
+            )
+        except anthropic.AnthropicError as exc:
+            raise map_sdk_error(
+                exc,
+                anthropic,
+                model=self.model,
+                base_url=self.base_url,
+                timeout_s=self._settings.timeout_s,
+                mask=self._mask,
+            ) from None
+        text = "".join(
+            block.text for block in response.content if getattr(block, "type", "") == "text"
+        )
+        usage = response.usage
+        cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
+        cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+        input_tokens = usage.input_tokens + cache_read + cache_write
+        model = response.model or self.model
+        return Completion(
+            text=text,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=cache_read,
+            cost=call_cost(
+                self._settings,
+                model,
+                input_tokens=input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=cache_read,
+            ),
+        )

@@ -1,0 +1,132 @@
+"""The scripted provider: deterministic replies from a YAML file of rules.
+
+A product feature, not a test double: it replays a workflow for demos, CI and regression.
+Format (docs/scripted-provider.md):
+
+    rules:                 # first matching rule in file order wins
+      - phase: discovery   # a phase name, or "*"
+        role: producer     # producer | validator | "*" (default "*")
+        attempt: 1         # optional: matches only this attempt
+        kind: feature      # optional: ticket kind
+        title: shout       # optional: case-insensitive substring of the ticket title
+        reply: "..."       # or reply_file: a path relative to the script
+        delay_s: 0         # optional simulated latency
+        error: "..."       # optional: the call fails with this message
+        tokens: {input: 120, output: 340}   # optional; default: an estimate
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipline.errors import ConfigError, ProviderError
+from shipline.providers.base import Completion, CompletionRequest, estimate_tokens
+
+
+class TokenCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: int = Field(ge=0)
+    output: int = Field(ge=0)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phase: str
+    role: Literal["producer", "validator", "*"] = "*"
+    attempt: int | None = Field(default=None, ge=1)
+    kind: str | None = None
+    title: str | None = None
+    reply: str | None = None
+    reply_file: str | None = None
+    delay_s: float = Field(default=0.0, ge=0)
+    error: str | None = None
+    tokens: TokenCounts | None = None
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> Rule:
+        outcomes = [x for x in (self.reply, self.reply_file, self.error) if x is not None]
+        if len(outcomes) != 1:
+            raise ValueError("each rule needs exactly one of reply, reply_file or error")
+        return self
+
+    def matches(self, request: CompletionRequest) -> bool:
+        return (
+            self.phase in ("*", request.phase)
+            and self.role in ("*", request.role)
+            and (self.attempt is None or self.attempt == request.attempt)
+            and (self.kind is None or self.kind == request.ticket_kind)
+            and (self.title is None or self.title.lower() in request.ticket_title.lower())
+        )
+
+
+class Script(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Rule]
+
+
+class ScriptedProvider:
+    """Replies by the first rule that matches (phase, role, attempt, kind, title)."""
+
+    def __init__(self, name: str, script: Script, base_dir: Path, *, in_house: bool = True) -> None:
+        self.name = name
+        self.in_house = in_house
+        self._rules = script.rules
+        self._base_dir = base_dir
+
+    @classmethod
+    def from_file(cls, name: str, path: Path, *, in_house: bool = True) -> ScriptedProvider:
+        try:
+            data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"[providers.{name}] script {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"[providers.{name}] script {path} is not valid YAML: {exc}"
+            ) from None
+        try:
+            script = Script.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"script {path} [{where}]: {first['msg']}") from None
+        for index, rule in enumerate(script.rules):
+            if rule.reply_file is not None and not (path.parent / rule.reply_file).is_file():
+                raise ConfigError(
+                    f"script {path} [rules.{index}.reply_file]: {rule.reply_file} does not exist"
+                )
+        return cls(name, script, path.parent, in_house=in_house)
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        rule = next((r for r in self._rules if r.matches(request)), None)
+        if rule is None:
+            raise ProviderError(
+                f"scripted provider {self.name!r} has no rule for phase={request.phase} "
+                f"role={request.role} attempt={request.attempt} kind={request.ticket_kind} "
+                f"title={request.ticket_title!r}",
+                retryable=False,
+            )
+        if rule.delay_s:
+            time.sleep(rule.delay_s)
+        if rule.error is not None:
+            raise ProviderError(f"scripted error: {rule.error}", retryable=True)
+        if rule.reply_file is not None:
+            text = (self._base_dir / rule.reply_file).read_text(encoding="utf-8")
+        else:
+            text = rule.reply or ""
+        prompt = "".join(m.content for m in request.messages)
+        tokens = rule.tokens or TokenCounts(
+            input=estimate_tokens(prompt), output=estimate_tokens(text)
+        )
+        return Completion(
+            text=text,
+            model="scripted",
+            input_tokens=tokens.input,
+            output_tokens=tokens.output,
+            cost=0.0,
+        )

@@ -1,0 +1,204 @@
+"""The store's tables: tickets, steps (phase runs), attempts, verdicts, calls, events.
+
+Every state change a user can see in `shipline ticket show` lives here. Schema changes go
+through Alembic migrations in `shipline/store/migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no zone) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Ticket statuses
+QUEUED = "queued"  # runnable (or waiting on its dependencies)
+RUNNING = "running"  # a step is claimed
+WAITING = "waiting-children"  # an epic whose children are not all done
+NEEDS_HUMAN = "needs-human"
+DONE = "done"
+CANCELLED = "cancelled"
+ACTIVE_STATUSES = (QUEUED, RUNNING)
+FINAL_STATUSES = (DONE, CANCELLED)
+
+# Step statuses
+PENDING = "pending"
+CLAIMED = "claimed"
+PASSED = "passed"
+APPROVED = "approved"  # accepted by a human as it stands
+FAILED = "failed"  # attempts used up: the ticket is in needs-human
+SKIPPED = "skipped"
+STEP_DONE = (PASSED, APPROVED, SKIPPED)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    lane: Mapped[int] = mapped_column(Integer, default=2)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(24), default=QUEUED, index=True)
+    route: Mapped[list[Any]] = mapped_column(JSON)
+    position: Mapped[int] = mapped_column(Integer, default=0)  # index of the current step
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), default=None)
+    child_key: Mapped[str | None] = mapped_column(String(80), default=None)
+    handoff_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="ticket", order_by="Step.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (UniqueConstraint("parent_id", "child_key", name="uq_ticket_child_key"),)
+
+
+class Dependency(Base):
+    """`ticket_id` may not start until `depends_on_id` is done."""
+
+    __tablename__ = "dependencies"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+
+
+class Step(Base):
+    """One phase of one ticket's route. Claimed by a worker with a lease."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    attempts_allowed: Mapped[int] = mapped_column(Integer)
+    attempts_used: Mapped[int] = mapped_column(Integer, default=0)
+    deliverable: Mapped[str | None] = mapped_column(Text, default=None)  # the accepted text
+    note: Mapped[str | None] = mapped_column(Text, default=None)  # a human's retry note
+    lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="steps")
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="step", order_by="Attempt.number", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (UniqueConstraint("ticket_id", "position", name="uq_step_position"),)
+
+
+class Attempt(Base):
+    """One run of a phase's producer, committed before it is validated."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    worker: Mapped[str] = mapped_column(String(80))
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    step: Mapped[Step] = relationship(back_populates="attempts")
+    verdict: Mapped[Verdict | None] = relationship(back_populates="attempt", uselist=False)
+
+    __table_args__ = (UniqueConstraint("step_id", "number", name="uq_attempt_number"),)
+
+
+class Verdict(Base):
+    """The result of checking one attempt: deterministic checks, then the validator model."""
+
+    __tablename__ = "verdicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"), unique=True)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))  # checks | validator | human | error
+    objections: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    attempt: Mapped[Attempt] = relationship(back_populates="verdict")
+
+
+class Call(Base):
+    """Every provider call, successful or not: the bill and the latency live here."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(80))
+    model: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(40))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float | None] = mapped_column(Float, default=None)  # None: price unknown
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Event(Base):
+    """A line in a ticket's history: created, claimed, attempt, verdict, handoff, approve…"""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

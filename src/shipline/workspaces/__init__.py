@@ -1,0 +1,53 @@
+"""Workspaces: a git worktree per ticket, and safe writes of file blocks into it."""
+
+from shipline.workspaces.files import (
+    AppliedFiles,
+    apply_file_blocks,
+    changed_locked_files,
+    check_relative,
+    hash_files,
+    lock_files,
+    resolve_inside,
+)
+from shipline.workspaces.worktree import (
+    SetupError,
+    SetupRecord,
+    UnsafePathError,
+    Workspace,
+    WorkspaceError,
+    WorkspaceInfo,
+    branch_name,
+    default_root,
+    disk_usage,
+    ensure_worktree,
+    list_workspaces,
+    prune,
+    prune_plan,
+    read_setup,
+    remove_worktree,
+)
+
+__all__ = [
+    "AppliedFiles",
+    "SetupError",
+    "SetupRecord",
+    "UnsafePathError",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceInfo",
+    "apply_file_blocks",
+    "branch_name",
+    "changed_locked_files",
+    "check_relative",
+    "default_root",
+    "disk_usage",
+    "ensure_worktree",
+    "hash_files",
+    "list_workspaces",
+    "lock_files",
+    "prune",
+    "prune_plan",
+    "read_setup",
+    "remove_worktree",
+    "resolve_inside",
+]

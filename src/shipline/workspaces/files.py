@@ -1,0 +1,172 @@
+"""Write a phase's file blocks into a worktree safely, commit them, and lock tests by hash.
+
+Every path is checked before anything is written: relative, no `..`, nothing under `.git`,
+and, after resolving symlinks, still inside the worktree. `hash_files` and
+`changed_locked_files` let the `implement` phase prove it left the failing tests alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shipline.workspaces.worktree import UnsafePathError, WorkspaceError
+
+DEFAULT_AUTHOR = ("shipline", "shipline@localhost")
+
+
+def check_relative(path: str) -> PurePosixPath:
+    """Refuse a path that could leave the worktree before any file system look-up.
+
+    Pure: absolute paths, `~`, `..` components, NUL bytes and anything under `.git` are refused.
+    """
+    if not path or not path.strip():
+        raise UnsafePathError("empty path: give a path relative to the repository root")
+    if "\0" in path:
+        raise UnsafePathError(f"path {path!r} contains a NUL byte")
+    posix = path.replace("\\", "/")
+    pure = PurePosixPath(posix)
+    if pure.is_absolute() or posix.startswith("~") or (len(posix) > 1 and posix[1] == ":"):
+        raise UnsafePathError(
+            f"path {path!r} is absolute: give a path relative to the repository root"
+        )
+    if ".." in pure.parts:
+        raise UnsafePathError(f"path {path!r} climbs out with '..': give a path inside the worktree")
+    if any(part.lower() == ".git" for part in pure.parts):
+        raise UnsafePathError(f"path {path!r} is inside .git: shipline never writes git's own files")
+    return pure
+
+
+def resolve_inside(root: Path, path: str) -> Path:
+    """The real location of `path` under `root`; refused if it, or a symlink on its way, escapes."""
+    relative = check_relative(path)
+    real_root = Path(root).resolve()
+    target = (real_root / relative).resolve()
+    if target != real_root and not target.is_relative_to(real_root):
+        raise UnsafePathError(
+            f"path {path!r} leads outside the worktree through a symlink (to {target})"
+        )
+    return target
+
+
+@dataclass(frozen=True)
+class AppliedFiles:
+    """What `apply_file_blocks` wrote, and the commit it made (None when nothing changed)."""
+
+    paths: tuple[str, ...]
+    commit: str | None
+
+
+def _git(worktree: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=worktree,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {}), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise WorkspaceError(
+            f"`git {' '.join(args)}` failed in {worktree} (exit {proc.returncode}): "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc.stdout
+
+
+def _identity_env(worktree: Path, author: tuple[str, str] | None) -> dict[str, str]:
+    """The author/committer to use: `author`, else git's own config, else shipline's."""
+    if author is None:
+        probe = subprocess.run(
+            ["git", "config", "user.email"], cwd=worktree, capture_output=True, check=False
+        )
+        if probe.returncode == 0 and probe.stdout.strip():
+            return {}
+        author = DEFAULT_AUTHOR
+    name, email = author
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def apply_file_blocks(
+    worktree: Path,
+    blocks: Sequence[tuple[str, str]],
+    message: str,
+    *,
+    author: tuple[str, str] | None = None,
+) -> AppliedFiles:
+    """Write every (path, content) block, `git add` them and commit with `message`.
+
+    All paths are checked first; one unsafe path refuses the whole set, and nothing is written.
+    A commit is made only when something changed.
+    """
+    if not message.strip():
+        raise WorkspaceError("a commit message is required to apply file blocks")
+    targets: list[tuple[str, Path, str]] = []
+    for path, content in blocks:
+        targets.append((check_relative(path).as_posix(), resolve_inside(worktree, path), content))
+    seen: dict[Path, str] = {}
+    for rel, target, _ in targets:
+        if target in seen and seen[target] != rel:
+            raise UnsafePathError(f"paths {seen[target]!r} and {rel!r} name the same file")
+        seen[target] = rel
+        if target.is_dir():
+            raise UnsafePathError(f"path {rel!r} is a directory: file blocks write files")
+    for _, target, content in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+    paths = tuple(dict.fromkeys(rel for rel, _, _ in targets))
+    if not paths:
+        return AppliedFiles(paths=(), commit=None)
+    _git(worktree, "add", "--", *paths)
+    staged = subprocess.run(
+        ["git", "diff", "--cached", "--quiet", "--", *paths], cwd=worktree, check=False
+    )
+    if staged.returncode == 0:
+        return AppliedFiles(paths=paths, commit=None)
+    _git(
+        worktree,
+        "commit",
+        "--no-verify",
+        "-m",
+        message,
+        "--",
+        *paths,
+        env=_identity_env(worktree, author),
+    )
+    return AppliedFiles(paths=paths, commit=_git(worktree, "rev-parse", "HEAD").strip())
+
+
+def hash_files(worktree: Path, paths: Iterable[str]) -> str:
+    """sha256 over the sorted paths and their bytes; a missing file hashes as missing."""
+    digest = hashlib.sha256()
+    for rel in sorted({check_relative(p).as_posix() for p in paths}):
+        target = resolve_inside(worktree, rel)
+        digest.update(rel.encode() + b"\0")
+        if target.is_file():
+            data = target.read_bytes()
+            digest.update(b"file\0%d\0" % len(data) + data)
+        else:
+            digest.update(b"missing\0")
+    return digest.hexdigest()
+
+
+def lock_files(worktree: Path, paths: Iterable[str]) -> dict[str, str]:
+    """One hash per path, to record when the failing tests are committed."""
+    return {
+        rel: hash_files(worktree, [rel]) for rel in sorted({check_relative(p).as_posix() for p in paths})
+    }
+
+
+def changed_locked_files(worktree: Path, locked: Mapping[str, str]) -> list[str]:
+    """The locked paths whose content (or existence) differs from the recorded hash."""
+    return sorted(path for path, sha in locked.items() if hash_files(worktree, [path]) != sha)

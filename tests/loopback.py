@@ -1,0 +1,226 @@
+"""Real servers on 127.0.0.1 for provider tests: llm-katan in a subprocess, and a tiny stdlib one.
+
+llm-katan (echo backend, no model download) speaks the OpenAI and Anthropic APIs and injects
+faults: `--error-rate`, `--latency-ms`, `--max-inflight`, `--validate-keys`. What it cannot
+do (a 429 with `retry-after`, a 400 for `response_format`, a chosen reply sequence) is done
+by `LoopbackServer`, a `http.server` in a thread that answers a scripted list of replies.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+KATAN = Path(sys.executable).with_name("llm-katan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Katan:
+    """One running llm-katan. `requests()` counts every API request it received."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> int:
+        with urllib.request.urlopen(f"{self.anthropic_url}/stats", timeout=5) as resp:
+            return int(json.load(resp)["total"])
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llm-katan exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.anthropic_url}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"llm-katan not ready in {timeout_s}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_katan(workdir: Path, label: str, *flags: str, served: str = "gpt-4o-mini") -> Katan:
+    """Start (not wait for) `llm-katan --backend echo` on a free loopback port.
+
+    The command is: llm-katan --model echo --served-model-name SERVED --backend echo
+    --host 127.0.0.1 --port PORT --providers openai,anthropic --stats-file FILE
+    --log-level warning FLAGS...
+    """
+    port = free_port()
+    log = workdir / f"katan-{label}.log"
+    command = [
+        str(KATAN),
+        "--model",
+        "echo",
+        "--served-model-name",
+        served,
+        "--backend",
+        "echo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--providers",
+        "openai,anthropic",
+        "--stats-file",
+        str(workdir / f"katan-{label}-stats.json"),
+        "--log-level",
+        "warning",
+        *flags,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    return Katan(port, process, log)
+
+
+@dataclass
+class Reply:
+    """One scripted answer: status, JSON body, headers, and a delay before answering."""
+
+    status: int = 200
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def chat_reply(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) -> Reply:
+    """An OpenAI chat completion, as a server would send it."""
+    return Reply(
+        body={
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "loopback-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+
+
+def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(
+        status=status,
+        body={"error": {"message": message, "type": "error", "code": None}},
+        headers=headers or {},
+    )
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 answering POSTs with `replies` in order (the last repeats).
+
+    `received` holds each request's JSON body, in order.
+    """
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self._replies = list(replies)
+        self._lock = threading.Lock()
+        self.received: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.received.append(body)
+                    reply = (
+                        server._replies.pop(0) if len(server._replies) > 1 else server._replies[0]
+                    )
+                time.sleep(reply.delay_s)
+                payload = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@contextmanager
+def loopback(*replies: Reply) -> Iterator[LoopbackServer]:
+    with LoopbackServer(list(replies)) as server:
+        yield server
+
+
+class FakeClock:
+    """An injectable clock: `sleep` records the wait and moves time on without sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
