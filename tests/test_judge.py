@@ -34,7 +34,7 @@ def _wait_dead(pid: int, within_s: float = 2.0) -> bool:
     return not _alive(pid)
 
 
-# --- runner -----------------------------------------------------------------------------
+# --- runner -----------------------------------------------------------------------------------
 
 
 def test_exit_code_duration_and_merged_log_are_recorded(tmp_path: Path) -> None:
@@ -101,7 +101,10 @@ def test_huge_log_keeps_head_and_tail_in_bounded_memory_and_full_log_on_disk(
     )
     log_path = tmp_path / "judge.log"
     result = run_judge(
-        f"{sys.executable} {script}", tmp_path, timeout_s=30, max_log_chars=10_000,
+        f"{sys.executable} {script}",
+        tmp_path,
+        timeout_s=30,
+        max_log_chars=10_000,
         log_path=log_path,
     )
     assert result.ok
@@ -121,7 +124,7 @@ def test_missing_working_directory_is_a_clear_error(tmp_path: Path) -> None:
         run_judge("  ", tmp_path, timeout_s=1)
 
 
-# --- excerpts of real pytest output -------------------------------------------------------
+# --- excerpts of real pytest output -----------------------------------------------------------
 
 _SUITE = {
     "calc.py": "def double(x):\n    return x * 3\n",
@@ -149,7 +152,9 @@ _SUITE = {
             inner()
         """
     ),
-    "test_broken_import.py": "from calc import triple\n\ndef test_triple():\n    assert triple(1) == 3\n",
+    "test_broken_import.py": (
+        "from calc import triple\n\ndef test_triple():\n    assert triple(1) == 3\n"
+    ),
 }
 
 
@@ -219,9 +224,7 @@ def test_excerpt_never_exceeds_the_budget_and_keeps_the_essentials_first(
 def test_collection_error_is_excerpted_and_recognised(pytest_logs: dict[str, str]) -> None:
     log = pytest_logs["quiet"]
     parsed = parse_pytest_log(log)
-    assert [b.title for b in parsed.collection_errors] == [
-        "ERROR collecting test_broken_import.py"
-    ]
+    assert [b.title for b in parsed.collection_errors] == ["ERROR collecting test_broken_import.py"]
     assert parsed.collection_errors[0].exception_type == "ImportError"
     assert parsed.errors == ["test_broken_import.py"]
     excerpt = failure_excerpt(log, 3000)

@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from loopback import FakeClock, Katan, chat_reply, error_reply, free_port, loopback, start_katan
 
+from loopback import FakeClock, Katan, chat_reply, error_reply, free_port, loopback, start_katan
 from shipline.config import ProviderSettings, Settings
 from shipline.errors import ConfigError, ProviderError
 from shipline.providers.anthropic_provider import AnthropicProvider
@@ -26,7 +27,7 @@ from shipline.providers.router import CallRecord, Router
 
 KEY_VAR = "SHIPLINE_TEST_KEY"
 ENV = {KEY_VAR: "test-key-123"}
-VERDICT_SCHEMA = {
+VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["verdict"],
     "properties": {"verdict": {"type": "string", "enum": ["pass", "fail"]}},
@@ -55,7 +56,9 @@ def katans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Katan
             server.stop()
 
 
-def ask(text: str = "hello from shipline", *, schema: dict[str, object] | None = None) -> CompletionRequest:
+def ask(
+    text: str = "hello from shipline", *, schema: dict[str, Any] | None = None
+) -> CompletionRequest:
     return CompletionRequest(
         messages=(Message("system", "You are terse."), Message("user", text)),
         phase="review",
@@ -68,15 +71,25 @@ def ask(text: str = "hello from shipline", *, schema: dict[str, object] | None =
 
 def openai_entry(base_url: str, **overrides: object) -> ProviderSettings:
     return ProviderSettings.model_validate(
-        {"kind": "openai", "model": "gpt-4o-mini", "base_url": base_url,
-         "api_key_env": KEY_VAR, **overrides}
+        {
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": base_url,
+            "api_key_env": KEY_VAR,
+            **overrides,
+        }
     )
 
 
 def anthropic_entry(base_url: str, **overrides: object) -> ProviderSettings:
     return ProviderSettings.model_validate(
-        {"kind": "anthropic", "model": "claude-haiku-4-5", "base_url": base_url,
-         "api_key_env": KEY_VAR, **overrides}
+        {
+            "kind": "anthropic",
+            "model": "claude-haiku-4-5",
+            "base_url": base_url,
+            "api_key_env": KEY_VAR,
+            **overrides,
+        }
     )
 
 
@@ -129,8 +142,8 @@ def test_price_of_an_unlisted_server_is_unknown_unless_config_sets_it(
 
     assert unlisted.cost is None  # never guessed as 0, nor as gpt-4o-mini's list price
     expected = (priced.input_tokens * 2.0 + priced.output_tokens * 10.0) / 1e6
+    assert priced.cost is not None and priced.cost > 0
     assert priced.cost == pytest.approx(expected)
-    assert priced.cost > 0
 
 
 def test_ticket_falls_back_when_first_provider_always_fails(
@@ -371,7 +384,9 @@ def test_concurrency_limit_keeps_a_small_server_under_its_limit(katans: dict[str
     url = katans["busy"].openai_url  # answers 503 to a second request in flight
 
     def router(max_concurrency: int) -> tuple[Provider, Router]:
-        entry = openai_entry(url, max_retries=0, failure_threshold=100, max_concurrency=max_concurrency)
+        entry = openai_entry(
+            url, max_retries=0, failure_threshold=100, max_concurrency=max_concurrency
+        )
         provider = OpenAICompatProvider("small", entry, environ=ENV)
         return provider, Router(
             {"small": provider},

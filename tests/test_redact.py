@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shipline.redact import is_secret_name, redact, redact_obj, scrub_env
@@ -19,7 +21,11 @@ GITHUB = "ghp_" + "A" * 36
         (f"key is {ANTHROPIC}.", ANTHROPIC, "sk-ant-***"),
         (f"GROQ {GROQ}", GROQ, "gsk_***"),
         (f"git remote add origin https://{GITHUB}@github.com/a/b", GITHUB, "ghp_***"),
-        ("github_pat_11ABCDEFG0123456789_abcdefghijKLMNOP", "11ABCDEFG0123456789", "github_pat_***"),
+        (
+            "github_pat_11ABCDEFG0123456789_abcdefghijKLMNOP",
+            "11ABCDEFG0123456789",
+            "github_pat_***",
+        ),
         ("curl -H 'Authorization: Bearer abc.def.ghi-123456'", "abc.def.ghi-123456", "***"),
         ("got Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig back", "eyJhbGciOiJIUzI1NiJ9", "Bearer ***"),
         ("https://alice:s3cr3tpw@db.example.com/x", "s3cr3tpw", "https://alice:***@"),
@@ -65,7 +71,11 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 
 def test_private_key_block_is_masked_whole() -> None:
-    block = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    block = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        "b3BlbnNzaC1rZXktdjEA\nAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----"
+    )
     out = redact(f"before\n{block}\nafter")
     assert "b3BlbnNzaC1rZXktdjEA" not in out
     assert out.startswith("before\n-----BEGIN OPENSSH PRIVATE KEY----- ***")
@@ -79,7 +89,7 @@ def test_redaction_is_idempotent() -> None:
 
 
 def test_redact_obj_walks_nested_arguments_and_masks_secret_keys() -> None:
-    args = {
+    args: dict[str, Any] = {
         "command": f"OPENAI_API_KEY={OPENAI} pytest",
         "env": {"GH_TOKEN": "plainvalue", "HOME": "/home/me"},
         "argv": ["--api-key", ANTHROPIC],

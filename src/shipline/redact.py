@@ -19,9 +19,7 @@ _SECRET_WORDS = (
     r"KEY|APIKEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PWD|PASSPHRASE|CREDENTIALS?|AUTH|COOKIE"
 )
 # A name such as OPENAI_API_KEY, db-password, token; not PWD alone (the working directory).
-_SECRET_NAME = (
-    rf"(?:[A-Za-z0-9]+[_-])*(?:{_SECRET_WORDS})(?:[_-][A-Za-z0-9]+)*"
-)
+_SECRET_NAME = rf"(?:[A-Za-z0-9]+[_-])*(?:{_SECRET_WORDS})(?:[_-][A-Za-z0-9]+)*"
 _VALUE = r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&|]+)"
 
 # Order matters: specific token shapes first, generic assignments last.
@@ -49,7 +47,10 @@ _TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), r"\1 " + MASK),
     # scheme://user:password@host
-    (re.compile(r"\b([a-z][a-z0-9+.\-]*://[^\s:/@]+):[^\s@/]+@", re.IGNORECASE), r"\1:" + MASK + "@"),
+    (
+        re.compile(r"\b([a-z][a-z0-9+.\-]*://[^\s:/@]+):[^\s@/]+@", re.IGNORECASE),
+        r"\1:" + MASK + "@",
+    ),
 )
 
 # NAME=value (env assignments, CLI flags --token=value): no spaces around `=`.

@@ -38,10 +38,16 @@ mid = ["local"]
 cheap = ["local"]
 local = ["local"]
 
+# Kept short so the demo finishes in about a minute on two CPU cores.
 [phases.discovery]
-max_output_tokens = 400
+max_attempts = 2
+max_output_tokens = 320
 [phases.diagnose]
-max_output_tokens = 400
+max_attempts = 2
+max_output_tokens = 320
+[phases.tests]
+max_attempts = 2
+max_output_tokens = 320
 """
 
 REPLAY_CONFIG = """\
@@ -181,6 +187,6 @@ def run_demo(directory: Path | None, *, replay: bool, console: Console, as_json:
         console.print(
             f"{waiting} of {len(rows)} tickets stopped in needs-human. That is expected: a 135M "
             "model rarely writes a spec that passes the deterministic checks, and shipline hands "
-            "off instead of grinding on. Point [tiers] in shipline.toml at a stronger model "
+            "off instead of grinding on. Point \\[tiers] in shipline.toml at a stronger model "
             "(docs/config.md), or run `shipline demo --replay` to see the whole path."
         )

@@ -154,7 +154,7 @@ class AttemptRunner:
         text = ctx.pending
         try:
             if text is None:
-                text, truncated = self._produce(claim, ctx)
+                text, truncated, messages = self._produce(claim, ctx)
                 with self.store.session() as session:
                     renew_lease(session, claim, lease_until())
                     step = session.get(m.Step, claim.step_id)
@@ -164,6 +164,7 @@ class AttemptRunner:
                             step_id=step.id,
                             number=ctx.number,
                             text=text,
+                            prompt=messages,
                             worker=claim.token,
                             truncated=truncated,
                         )
@@ -191,7 +192,7 @@ class AttemptRunner:
             return
         self._commit_verdict(claim, ctx, lease_until, not objections, source, objections)
 
-    def _produce(self, claim: Claim, ctx: AttemptContext) -> tuple[str, bool]:
+    def _produce(self, claim: Claim, ctx: AttemptContext) -> tuple[str, bool, list[dict[str, str]]]:
         phase = ctx.phase
         settings = self.settings.phase(phase.name)
         prompt = build_prompt(
@@ -229,7 +230,8 @@ class AttemptRunner:
         text = routed.completion.text.strip()
         if phase.output == "json":
             text = strip_fence(text)
-        return text + "\n", prompt.truncated
+        messages = [{"role": msg.role, "content": msg.content} for msg in prompt.messages]
+        return text + "\n", prompt.truncated, messages
 
     def _validate(self, claim: Claim, ctx: AttemptContext, text: str) -> tuple[list[str], str]:
         phase = ctx.phase

@@ -145,7 +145,7 @@ def _usage(session: Session, *where: Any) -> tuple[int, float, bool]:
             func.count().filter(m.Call.cost.is_(None), m.Call.error.is_(None)),
         ).where(*where)
     ).one()
-    return int(row[0]), float(row[1]), bool(row[2])
+    return int(row[0]), float(row[1] or 0.0), bool(row[2])
 
 
 def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:

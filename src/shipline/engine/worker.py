@@ -137,6 +137,7 @@ class Worker:
         on_event: OnEvent | None = None,
     ) -> None:
         self.project = project
+        project.router  # noqa: B018 - build providers now: a broken config fails before any claim
         self.worker_id = worker_id or new_worker_id()
         self.on_event = on_event
         self.runner = AttemptRunner(project, on_event)

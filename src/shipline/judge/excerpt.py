@@ -197,8 +197,9 @@ def _pytest_excerpt(parsed: PytestLog, budget: int) -> str:
     if parsed.interrupted:
         head_lines.append(f"pytest: {parsed.interrupted}")
     names = parsed.short_lines or [
-        b.title if b.title.startswith("ERROR") else ("ERROR " if b.error_section else "FAILED ")
-        + b.title
+        b.title
+        if b.title.startswith("ERROR")
+        else ("ERROR " if b.error_section else "FAILED ") + b.title
         for b in parsed.blocks
     ]
     if names:

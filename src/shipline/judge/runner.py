@@ -223,6 +223,4 @@ def run_judge(
     """Run the project's CI command in a worktree: the judge of "done", never the model."""
     if timeout_s <= 0:
         raise JudgeError(f"[judge] timeout_s must be > 0 (got {timeout_s:g})")
-    return run_command(
-        command, cwd, timeout_s, env, max_log_chars=max_log_chars, log_path=log_path
-    )
+    return run_command(command, cwd, timeout_s, env, max_log_chars=max_log_chars, log_path=log_path)

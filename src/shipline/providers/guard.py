@@ -103,7 +103,9 @@ def failure_from_status(
             f"quota exhausted (HTTP 429): {detail}", retryable=False, status=status
         )
     if status in RETRYABLE_STATUSES or status >= 500:
-        label = "rate limited" if status == 429 else "server error"
+        label = {429: "rate limited", 408: "request timed out", 409: "conflict"}.get(
+            status, "server error"
+        )
         return ProviderCallError(
             f"{label} (HTTP {status}): {detail}",
             retryable=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from shipline.errors import ConfigError, ProviderError
 from shipline.providers.base import Completion, CompletionRequest, Provider
@@ -39,6 +40,17 @@ class RoutedCompletion:
     fallback: bool
 
 
+@dataclass(frozen=True)
+class EntryStatus:
+    """One entry of a tier as `shipline route explain` shows it."""
+
+    provider: str
+    model: str
+    in_house: bool
+    status: Literal["ready", "cooling", "excluded"]
+    reason: str
+
+
 class Router:
     """Walks a tier's chain; each entry is a guarded provider.
 
@@ -65,18 +77,45 @@ class Router:
 
     def chain(self, tier: str, *, sensitive: bool = False) -> list[Provider]:
         """The ordered providers for `tier`; for sensitive work, only in-house ones."""
+        return [provider for _, provider in self._entries(tier, sensitive)]
+
+    def _entries(self, tier: str, sensitive: bool) -> list[tuple[str, Provider]]:
         if tier not in self._tiers:
             known = ", ".join(sorted(self._tiers))
             raise ConfigError(f"shipline.toml [tiers] has no tier {tier!r} (known: {known})")
-        chain = [self._providers[name] for name in self._tiers[tier]]
+        entries = [(name, self._providers[name]) for name in self._tiers[tier]]
         if sensitive:
-            chain = [p for p in chain if p.in_house]
-            if not chain:
+            entries = [(name, p) for name, p in entries if p.in_house]
+            if not entries:
                 raise ConfigError(
                     f"tier {tier!r} has no provider with in_house = true, and this ticket is "
                     "sensitive: add an in-house provider to the tier"
                 )
-        return chain
+        return entries
+
+    def explain(self, tier: str, *, sensitive: bool = False) -> list[EntryStatus]:
+        """Each entry of `tier` and what the router would do with it now, and why.
+
+        Raises `ConfigError` like `complete` would (unknown tier, sensitive with no in-house).
+        """
+        allowed = {name for name, _ in self._entries(tier, sensitive)}
+        statuses: list[EntryStatus] = []
+        for name in self._tiers[tier]:
+            provider = self._providers[name]
+            breaker = self._guards[name].breaker
+            status: Literal["ready", "cooling", "excluded"] = "ready"
+            reason = "half-open: one trial call" if breaker.state == "half-open" else ""
+            if name not in allowed:
+                status, reason = "excluded", "sensitive work: not in_house"
+            elif breaker.state == "open":
+                status = "cooling"
+                reason = (
+                    f"{breaker.consecutive_failures} consecutive failures, "
+                    f"{breaker.remaining():.0f}s of cooldown left"
+                )
+            model = str(getattr(provider, "model", ""))
+            statuses.append(EntryStatus(name, model, provider.in_house, status, reason))
+        return statuses
 
     def guard(self, provider: str) -> Guard:
         """The guard of one provider (its breaker state shows whether it is cooling down)."""
@@ -96,23 +135,23 @@ class Router:
         any call when the tier cannot serve the request, and `ProviderError` naming every
         entry's reason when all of them failed.
         """
-        chain = self.chain(tier, sensitive=sensitive)
+        entries = self._entries(tier, sensitive)
         reasons: list[str] = []
         retryable = False
-        for index, provider in enumerate(chain):
+        for index, (name, provider) in enumerate(entries):
             fallback = index > 0
-            on_try = _recorder(record, tier, fallback, getattr(provider, "model", ""))
+            on_try = _recorder(record, tier, fallback, str(getattr(provider, "model", "")))
             try:
-                completion = self._guards[provider.name].complete(request, on_try)
+                completion = self._guards[name].complete(request, on_try)
             except ProviderCooling as exc:
-                reasons.append(f"{provider.name}: skipped, {exc}")
+                reasons.append(f"{name}: skipped, {exc}")
                 retryable = True
                 continue
             except ProviderError as exc:
-                reasons.append(f"{provider.name}: {exc}")
+                reasons.append(f"{name}: {exc}")
                 retryable = retryable or exc.retryable
                 continue
-            return RoutedCompletion(completion, provider.name, tier, fallback)
+            return RoutedCompletion(completion, name, tier, fallback)
         raise ProviderError(
             f"every provider of tier {tier!r} failed: " + "; ".join(reasons), retryable=retryable
         )

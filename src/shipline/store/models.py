@@ -143,6 +143,7 @@ class Attempt(Base):
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the messages it was given
     worker: Mapped[str] = mapped_column(String(80))
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -35,9 +35,13 @@ def check_relative(path: str) -> PurePosixPath:
             f"path {path!r} is absolute: give a path relative to the repository root"
         )
     if ".." in pure.parts:
-        raise UnsafePathError(f"path {path!r} climbs out with '..': give a path inside the worktree")
+        raise UnsafePathError(
+            f"path {path!r} climbs out with '..': give a path inside the worktree"
+        )
     if any(part.lower() == ".git" for part in pure.parts):
-        raise UnsafePathError(f"path {path!r} is inside .git: shipline never writes git's own files")
+        raise UnsafePathError(
+            f"path {path!r} is inside .git: shipline never writes git's own files"
+        )
     return pure
 
 
@@ -163,7 +167,8 @@ def hash_files(worktree: Path, paths: Iterable[str]) -> str:
 def lock_files(worktree: Path, paths: Iterable[str]) -> dict[str, str]:
     """One hash per path, to record when the failing tests are committed."""
     return {
-        rel: hash_files(worktree, [rel]) for rel in sorted({check_relative(p).as_posix() for p in paths})
+        rel: hash_files(worktree, [rel])
+        for rel in sorted({check_relative(p).as_posix() for p in paths})
     }
 
 

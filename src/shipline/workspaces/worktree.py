@@ -53,7 +53,7 @@ class SetupError(WorkspaceError):
     """A setup command failed in a new worktree; its output is in the setup log."""
 
 
-# --- names (pure) --------------------------------------------------------------------------
+# --- names (pure) -----------------------------------------------------------------------------
 
 
 def check_ticket_id(ticket_id: str | int) -> str:
@@ -88,7 +88,7 @@ def default_root(repo: Path) -> Path:
     return repo.parent / f"{repo.name}.worktrees"
 
 
-# --- results ---------------------------------------------------------------------------------
+# --- results ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class _Entry:
     prunable: str | None
 
 
-# --- git plumbing ----------------------------------------------------------------------------
+# --- git plumbing -----------------------------------------------------------------------------
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -260,9 +260,7 @@ def _branch_exists(repo: Path, branch: str) -> bool:
 
 def _ticket_branch(repo: Path, tid: str) -> str | None:
     """The branch recorded for the ticket (its title, and so its slug, may have changed)."""
-    proc = _git(
-        repo, "config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False
-    )
+    proc = _git(repo, "config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False)
     for line in proc.stdout.splitlines():
         key, _, value = line.partition(" ")
         name = key.removeprefix("branch.").removesuffix(f".{_TICKET_KEY}")
@@ -280,15 +278,20 @@ def _drop_entry(repo: Path, entry: _Entry) -> None:
     _git(repo, "worktree", "prune")
 
 
+def _why_broken(entry: _Entry) -> str:
+    if entry.locked == _INITIALIZING:
+        return "left locked 'initializing' by a crash during `git worktree add`"
+    if entry.prunable is not None:
+        return f"prunable: {entry.prunable}"
+    return "no usable checkout"
+
+
 def _repair(repo: Path, common: Path, path: Path, entry: _Entry | None) -> list[str]:
     """Clear what a crash left at `path`, so that `git worktree add` can run."""
     notes = []
     if entry is not None:
-        why = "left locked 'initializing' by a crash" if entry.locked == _INITIALIZING else (
-            f"prunable: {entry.prunable}" if entry.prunable is not None else "unusable"
-        )
         _drop_entry(repo, entry)
-        notes.append(f"removed broken worktree entry {path} ({why})")
+        notes.append(f"removed broken worktree entry {path} ({_why_broken(entry)})")
     owner = _dir_owner(path, common)
     if owner in ("empty", "ours"):
         shutil.rmtree(path)
@@ -331,7 +334,7 @@ def _add(
     return branch, notes
 
 
-# --- setup -------------------------------------------------------------------------------------
+# --- setup ------------------------------------------------------------------------------------
 
 
 def read_setup(git_dir: Path) -> SetupRecord | None:
@@ -358,8 +361,9 @@ def _run_setup(
 ) -> SetupRecord:
     """Run the setup commands once per worktree (again only if they changed or failed)."""
     with _flock(git_dir / _SETUP_LOCK):
+        shown = tuple(redact(command) for command in commands)  # what the record may keep
         existing = read_setup(git_dir)
-        if existing is not None and existing.ok and existing.commands == tuple(commands):
+        if existing is not None and existing.ok and existing.commands == shown:
             return existing
         log_path = git_dir / SETUP_LOG
         steps: list[SetupStep] = []
@@ -368,14 +372,16 @@ def _run_setup(
             for command in commands:
                 result = run_command(command, path, timeout_s, env)
                 status = "timed out" if result.timed_out else f"exit {result.exit_code}"
-                log.write(f"$ {command}\n{redact(result.log)}\n[{status}, {result.duration_s:.2f} s]\n")
+                log.write(f"$ {redact(command)}\n{redact(result.log)}\n")
+                log.write(f"[{status}, {result.duration_s:.2f} s]\n")
+                duration = round(result.duration_s, 3)
                 steps.append(
-                    SetupStep(command, result.exit_code, round(result.duration_s, 3), result.timed_out)
+                    SetupStep(redact(command), result.exit_code, duration, result.timed_out)
                 )
                 if not result.ok:
-                    failed = f"`{command}` ({status})"
+                    failed = f"`{redact(command)}` ({status})"
                     break
-        record = SetupRecord(tuple(commands), not failed, tuple(steps), log_path, time.time())
+        record = SetupRecord(shown, not failed, tuple(steps), log_path, time.time())
         data = {**asdict(record), "log_path": str(log_path)}
         tmp = git_dir / (SETUP_RECORD + ".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -388,7 +394,7 @@ def _run_setup(
     return record
 
 
-# --- public API --------------------------------------------------------------------------------
+# --- public API -------------------------------------------------------------------------------
 
 
 def ensure_worktree(
@@ -487,7 +493,12 @@ def disk_usage(path: Path) -> int:
 def _last_used(path: Path, git_dir: Path | None) -> float:
     candidates = [path]
     if git_dir is not None:
-        candidates += [git_dir / LAST_USED, git_dir / "index", git_dir / "HEAD", git_dir / "logs/HEAD"]
+        candidates += [
+            git_dir / LAST_USED,
+            git_dir / "index",
+            git_dir / "HEAD",
+            git_dir / "logs/HEAD",
+        ]
     times = []
     for candidate in candidates:
         with contextlib.suppress(OSError):

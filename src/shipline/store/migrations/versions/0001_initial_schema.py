@@ -107,6 +107,7 @@ def upgrade() -> None:
         sa.Column("step_id", sa.Integer(), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("prompt", sa.JSON(), nullable=False),
         sa.Column("worker", sa.String(length=80), nullable=False),
         sa.Column("truncated", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
