@@ -167,13 +167,15 @@ def _count_statements(engine: Any) -> dict[str, int]:
     @event.listens_for(engine, "before_cursor_execute")
     def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         counts["statements"] += 1
-        if statement.startswith("BEGIN"):
-            counts["transactions"] += 1
         words = statement.split()
         verb = words[0]
         table = {"SELECT": "FROM", "INSERT": "INTO", "UPDATE": "UPDATE"}.get(verb)
         key = f"{verb} {words[words.index(table) + 1]}" if table in words else verb
         counts["by_statement"][key] = counts["by_statement"].get(key, 0) + 1
+
+    @event.listens_for(engine, "begin")
+    def _count_begin(_conn: Any) -> None:  # shipline sends BEGIN IMMEDIATE to the driver
+        counts["transactions"] += 1
 
     return counts
 

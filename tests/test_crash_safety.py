@@ -181,7 +181,8 @@ def test_concurrent_claims_never_hand_out_a_step_twice(
 
     def claim(index: int) -> None:
         barrier.wait()
-        claims.append(claim_next(opened.store, f"w{index}", lease_s=60))
+        claimed = claim_next(opened.store, f"w{index}", lease_s=60)
+        claims.append(claimed[0] if claimed else None)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -197,11 +198,14 @@ def test_concurrent_claims_never_hand_out_a_step_twice(
 def test_a_worker_whose_lease_expired_cannot_commit(sqlite_project: Project) -> None:
     opened = open_project(sqlite_project.root)
     ticket_id = create_ticket(opened.store, opened.settings, NewTicket("hotfix", "bug"))
-    slow = claim_next(opened.store, "slow", lease_s=0.05)
-    assert slow is not None
+    claimed = claim_next(opened.store, "slow", lease_s=0.05)
+    assert claimed is not None
+    slow = claimed[0]
     time.sleep(0.1)
-    fast = claim_next(opened.store, "fast", lease_s=60)
-    assert fast is not None and fast.step_id == slow.step_id and fast.resumed
+    taken = claim_next(opened.store, "fast", lease_s=60)
+    assert taken is not None
+    fast = taken[0]
+    assert fast.step_id == slow.step_id and fast.resumed
     with pytest.raises(LeaseLost), opened.store.session() as session:
         renew_lease(session, slow, m.utcnow())
     detail = ticket_detail(opened.store, ticket_id)

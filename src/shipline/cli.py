@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -25,9 +25,14 @@ app = typer.Typer(
 )
 ticket_app = typer.Typer(help="Add, list and inspect tickets.", no_args_is_help=True)
 app.add_typer(ticket_app, name="ticket")
+route_app = typer.Typer(help="How tickets are routed to providers.", no_args_is_help=True)
+app.add_typer(route_app, name="route")
 
 console = Console()
 err = Console(stderr=True)
+
+# shipline.costs.GroupBy, spelled out so that `shipline --help` need not import the store.
+CostBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
 
 
 class Globals:
@@ -149,6 +154,44 @@ def ticket_show(
         _print_json(detail)
     else:
         console.print(ticket_panel(detail))
+
+
+@route_app.command("explain")
+def route_explain(
+    ticket_id: Annotated[int, typer.Argument(help="Ticket id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """For each phase: the tier, the provider that would be called first, why, and fallbacks."""
+    from shipline.engine.explain import explain_ticket
+    from shipline.render import route_panel
+
+    explained = explain_ticket(_project(), ticket_id).as_dict()
+    if as_json:
+        _print_json(explained)
+    else:
+        console.print(route_panel(explained))
+
+
+@app.command()
+def cost(
+    ticket: Annotated[int | None, typer.Option(help="Only this ticket's calls.")] = None,
+    by: Annotated[
+        CostBy | None,
+        typer.Option(help="Group by phase, model, provider, day (UTC), tier, ticket."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Cost, tokens, calls, fallbacks and errors from the calls table. Unknown prices show so."""
+    from shipline.costs import cost_report
+    from shipline.render import cost_table
+
+    report = cost_report(_project().store, ticket_id=ticket, by=by).as_dict()
+    if as_json:
+        _print_json(report)
+    elif report["total"]["calls"] == 0:
+        console.print("no provider calls recorded yet")
+    else:
+        console.print(cost_table(report))
 
 
 @app.command()

@@ -139,3 +139,69 @@ def print_event(console: Console, ticket_id: int, kind: str, message: str) -> No
     console.print(
         Text(f"#{ticket_id} ", style="bold") + Text(message, style=style.get(kind, "dim"))
     )
+
+
+def cost_table(report: dict[str, Any]) -> Table:
+    """`shipline cost`: one row per group and a total; an unknown price reads "unknown"."""
+    scope = f"ticket #{report['ticket']}" if report["ticket"] is not None else "all tickets"
+    by = report["by"]
+    title = f"cost of {scope}" + (f", by {by}" if by else "")
+    table = Table(title=title, expand=False)
+    numeric = ("calls", "errors", "fallbacks", "tokens in", "tokens out", "cached")
+    for column in (by or "", *numeric, "cost"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+
+    def cells(group: dict[str, Any]) -> list[str]:
+        return [
+            str(group[k])
+            for k in (
+                "calls",
+                "errors",
+                "fallbacks",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+            )
+        ] + [group["cost"]]
+
+    if report["by"] is not None:
+        for group in report["groups"]:
+            table.add_row(group["key"], *cells(group))
+        table.add_section()
+    table.add_row(Text("total", style="bold"), *cells(report["total"]))
+    return table
+
+
+def route_panel(explained: dict[str, Any]) -> Group:
+    """`shipline route explain`: per phase and role, the tier, the provider used first, why."""
+    flags = f"{explained['kind']} / lane {explained['lane']} / {explained['status']}"
+    if explained["sensitive"]:
+        flags += "  (sensitive: in-house providers only)"
+    table = Table(title=f"route of ticket #{explained['ticket_id']}: {flags}", expand=False)
+    for column in ("phase", "role", "tier", "provider", "model", "why", "fallbacks"):
+        table.add_column(column)
+    for phase in explained["phases"]:
+        for role in (phase["producer"], phase["validator"]):
+            if role is None:
+                table.add_row(phase["phase"], "validator", "-", "-", "-", "off for this phase", "")
+                continue
+            provider = role["chosen"] or ("BLOCKED" if role["blocked"] else "none ready")
+            table.add_row(
+                phase["phase"] if role["role"] == "producer" else "",
+                role["role"],
+                role["tier"],
+                Text(provider, style="bold red" if role["blocked"] else ""),
+                role["model"] or "-",
+                Text(role["reason"], style="red" if role["blocked"] else ""),
+                ", ".join(role["fallbacks"]) or "-",
+            )
+    parts: list[Any] = [table]
+    if not explained["runnable"]:
+        parts.append(
+            Text(
+                "this ticket cannot run as configured: a phase marked BLOCKED goes to "
+                "needs-human before any provider call (see its reason)",
+                style="bold red",
+            )
+        )
+    return Group(*parts)

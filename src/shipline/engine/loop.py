@@ -1,8 +1,11 @@
 """The loop is the agent: produce → check → (validator) → verdict → advance, retry or hand off.
 
-`run_attempt` runs one attempt of one claimed step. It commits the attempt as soon as it is
-produced and the verdict (with the step's transition) in one fenced transaction, so a worker
-killed at any point leaves the store consistent and another worker continues from there.
+One attempt of one claimed step runs in three short transactions: the claim (which also
+loads the attempt's context), the attempt (committed as soon as it is produced, with the
+calls that produced it), and the verdict with the step's transition. Each write is fenced
+by the lease, so a worker killed at any point leaves the store consistent, and another
+worker continues from the last commit: an attempt that has no verdict yet is validated, not
+produced again.
 """
 
 from __future__ import annotations
@@ -10,23 +13,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from shipline.config import Settings
+from shipline.engine import sql
 from shipline.engine.prompt import build_prompt, render_blocks
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
 from shipline.engine.verdict import parse_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ConfigError, ProviderError
-from shipline.phases import VERDICT_SCHEMA, get_phase
+from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
 from shipline.providers.base import CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
 from shipline.store import models as m
 
 OnEvent = Callable[[int, str, str], None]
+LeaseUntil = Callable[[], datetime]
 
 
 class LeaseLost(Exception):
@@ -40,6 +46,10 @@ class Claim:
     phase: str
     token: str  # the lease owner value: worker id and claim number
     resumed: bool  # the step was claimed before by a worker that did not finish it
+    last: bool = False  # the last step of the ticket's route
+    parent_id: int | None = None
+    attempts_used: int = 0
+    attempts_allowed: int = 1
 
 
 @dataclass(frozen=True)
@@ -63,46 +73,53 @@ class AttemptContext:
     note: str | None
     number: int  # the attempt number to produce (or to validate, if `pending` is set)
     pending: str | None  # an attempt committed by a worker that died before its verdict
+    pending_id: int | None = None
 
 
-def renew_lease(session: Session, claim: Claim, until: Any) -> None:
+def renew_lease(conn: Connection | Session, claim: Claim, until: datetime) -> None:
     """Fence: extend our lease, or raise LeaseLost if the step is no longer ours."""
-    result = session.execute(
-        update(m.Step)
-        .where(m.Step.id == claim.step_id, m.Step.lease_owner == claim.token)
-        .values(lease_expires_at=until)
+    connection = conn.connection() if isinstance(conn, Session) else conn
+    result = connection.execute(
+        sql.RENEW, {"sid": claim.step_id, "token": claim.token, "until": until}
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
 
 
-def load_context(session: Session, claim: Claim) -> AttemptContext:
-    step = session.get(m.Step, claim.step_id)
-    assert step is not None
-    ticket = step.ticket
-    phase = get_phase(step.phase)
+def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
+    """The attempt's context, read in the claim's transaction: only the declared inputs."""
+    phase = get_phase(claim.phase)
     available = {
-        get_phase(s.phase).deliverable: s.deliverable
-        for s in ticket.steps
-        if s.position < step.position and s.deliverable is not None
+        PHASES[name].deliverable: text
+        for name, text in conn.execute(
+            sql.EARLIER_DELIVERABLES, {"tid": claim.ticket_id, "pos": row.position}
+        )
     }
     inputs = {name: available[name] for name in phase.inputs if name in available}
-    history = []
+    history: list[dict[str, Any]] = []
     pending = None
-    for attempt in step.attempts:
-        if attempt.verdict is None:
+    number = 0
+    for attempt in conn.execute(sql.ATTEMPTS, {"sid": claim.step_id}):
+        number = max(number, attempt.number)
+        if attempt.passed is None:
             pending = attempt
-        elif not attempt.verdict.passed:
-            history.append(
-                {"attempt": attempt.number, "objections": list(attempt.verdict.objections)}
-            )
-    number = pending.number if pending else max((a.number for a in step.attempts), default=0) + 1
-    view = TicketView(
-        ticket.id, ticket.kind, ticket.title, ticket.body, ticket.lane, ticket.sensitive
-    )
+        elif not attempt.passed:
+            history.append({"attempt": attempt.number, "objections": list(attempt.objections)})
+    view = TicketView(claim.ticket_id, row.kind, row.title, row.body, row.lane, row.sensitive)
     return AttemptContext(
-        view, phase, inputs, history, step.note, number, pending.text if pending else None
+        view,
+        phase,
+        inputs,
+        history,
+        row.note,
+        pending.number if pending else number + 1,
+        pending.text if pending else None,
+        pending.id if pending else None,
     )
+
+
+def _event(ticket_id: int, kind: str, message: str, now: datetime) -> dict[str, Any]:
+    return {"ticket_id": ticket_id, "kind": kind, "message": message, "created_at": now}
 
 
 class AttemptRunner:
@@ -110,72 +127,27 @@ class AttemptRunner:
 
     def __init__(self, project: Any, on_event: OnEvent | None = None) -> None:
         self.project = project
-        self.settings = project.settings
+        self.settings: Settings = project.settings
         self.store = project.store
         self.on_event = on_event or (lambda _t, _k, _m: None)
-
-    # -- recording -------------------------------------------------------------------------
-
-    def _recorder(self, claim: Claim, role: Role, number: int) -> Callable[[CallRecord], None]:
-        def record(call: CallRecord) -> None:
-            with self.store.session() as session:
-                session.add(
-                    m.Call(
-                        ticket_id=claim.ticket_id,
-                        step_id=claim.step_id,
-                        phase=claim.phase,
-                        role=role,
-                        attempt=number,
-                        provider=call.provider,
-                        model=call.model,
-                        tier=call.tier,
-                        input_tokens=call.input_tokens,
-                        output_tokens=call.output_tokens,
-                        cached_tokens=call.cached_tokens,
-                        latency_ms=call.latency_ms,
-                        cost=call.cost,
-                        fallback=call.fallback,
-                        error=call.error,
-                    )
-                )
-
-        return record
 
     def _emit(self, ticket_id: int, kind: str, message: str) -> None:
         self.on_event(ticket_id, kind, message)
 
     # -- the attempt -------------------------------------------------------------------------
 
-    def run(self, claim: Claim, lease_until: Callable[[], Any]) -> None:
-        with self.store.session() as session:
-            ctx = load_context(session, claim)
+    def run(self, claim: Claim, ctx: AttemptContext, lease_until: LeaseUntil) -> None:
         phase = ctx.phase
         settings = self.settings.phase(phase.name)
+        calls: list[dict[str, Any]] = []
         text = ctx.pending
+        attempt_id = ctx.pending_id
         try:
             if text is None:
-                text, truncated, messages = self._produce(claim, ctx)
-                with self.store.session() as session:
-                    renew_lease(session, claim, lease_until())
-                    step = session.get(m.Step, claim.step_id)
-                    assert step is not None
-                    session.add(
-                        m.Attempt(
-                            step_id=step.id,
-                            number=ctx.number,
-                            text=text,
-                            prompt=messages,
-                            worker=claim.token,
-                            truncated=truncated,
-                        )
-                    )
-                    event(
-                        session,
-                        claim.ticket_id,
-                        "attempt",
-                        f"{phase.name} attempt {ctx.number}: {phase.deliverable} produced "
-                        f"({len(text)} chars{', prompt truncated' if truncated else ''})",
-                    )
+                text, truncated, messages = self._produce(claim, ctx, calls)
+                attempt_id = self._commit_attempt(
+                    claim, ctx, lease_until, text, truncated, messages, calls
+                )
             else:
                 self._emit(
                     claim.ticket_id,
@@ -186,13 +158,43 @@ class AttemptRunner:
             objections = phase.check(text, ctx.inputs)
             source = "checks"
             if not objections and settings.validator:
-                objections, source = self._validate(claim, ctx, text)
+                objections, source = self._validate(claim, ctx, text, calls)
         except (ProviderError, BudgetExceeded, ConfigError) as exc:
-            self._hand_off(claim, lease_until, f"{phase.name}: {exc}")
+            self._hand_off(claim, lease_until, f"{phase.name}: {exc}", calls)
             return
-        self._commit_verdict(claim, ctx, lease_until, not objections, source, objections)
+        assert attempt_id is not None
+        self._commit_verdict(claim, ctx, lease_until, attempt_id, text, source, objections, calls)
 
-    def _produce(self, claim: Claim, ctx: AttemptContext) -> tuple[str, bool, list[dict[str, str]]]:
+    def _recorder(
+        self, claim: Claim, role: Role, number: int, calls: list[dict[str, Any]]
+    ) -> Callable[[CallRecord], None]:
+        def record(call: CallRecord) -> None:
+            calls.append(
+                {
+                    "ticket_id": claim.ticket_id,
+                    "step_id": claim.step_id,
+                    "phase": claim.phase,
+                    "role": role,
+                    "attempt": number,
+                    "provider": call.provider,
+                    "model": call.model,
+                    "tier": call.tier,
+                    "input_tokens": call.input_tokens,
+                    "output_tokens": call.output_tokens,
+                    "cached_tokens": call.cached_tokens,
+                    "latency_ms": call.latency_ms,
+                    "cost": call.cost,
+                    "fallback": call.fallback,
+                    "error": call.error,
+                    "created_at": m.utcnow(),
+                }
+            )
+
+        return record
+
+    def _produce(
+        self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
+    ) -> tuple[str, bool, list[dict[str, str]]]:
         phase = ctx.phase
         settings = self.settings.phase(phase.name)
         prompt = build_prompt(
@@ -225,7 +227,7 @@ class AttemptRunner:
             self.settings.tier_for(phase.name),
             request,
             sensitive=ctx.ticket.sensitive,
-            record=self._recorder(claim, "producer", ctx.number),
+            record=self._recorder(claim, "producer", ctx.number, calls),
         )
         text = routed.completion.text.strip()
         if phase.output == "json":
@@ -233,7 +235,9 @@ class AttemptRunner:
         messages = [{"role": msg.role, "content": msg.content} for msg in prompt.messages]
         return text + "\n", prompt.truncated, messages
 
-    def _validate(self, claim: Claim, ctx: AttemptContext, text: str) -> tuple[list[str], str]:
+    def _validate(
+        self, claim: Claim, ctx: AttemptContext, text: str, calls: list[dict[str, Any]]
+    ) -> tuple[list[str], str]:
         phase = ctx.phase
         system, user = render_blocks(
             "validator.md.j2",
@@ -247,22 +251,22 @@ class AttemptRunner:
         )
         tries = self.settings.validator.parse_retries + 1
         last = ""
+        request = CompletionRequest(
+            messages=(Message("system", system), Message("user", user)),
+            phase=phase.name,
+            role="validator",
+            attempt=ctx.number,
+            ticket_kind=ctx.ticket.kind,
+            ticket_title=ctx.ticket.title,
+            max_tokens=self.settings.validator.max_output_tokens,
+            json_schema=VERDICT_SCHEMA,
+        )
         for _ in range(tries):
-            request = CompletionRequest(
-                messages=(Message("system", system), Message("user", user)),
-                phase=phase.name,
-                role="validator",
-                attempt=ctx.number,
-                ticket_kind=ctx.ticket.kind,
-                ticket_title=ctx.ticket.title,
-                max_tokens=self.settings.validator.max_output_tokens,
-                json_schema=VERDICT_SCHEMA,
-            )
             routed = self.project.router.complete(
                 self.settings.phase(phase.name).validator_tier,
                 request,
                 sensitive=ctx.ticket.sensitive,
-                record=self._recorder(claim, "validator", ctx.number),
+                record=self._recorder(claim, "validator", ctx.number, calls),
             )
             last = routed.completion.text
             verdict = parse_verdict(last)
@@ -274,87 +278,178 @@ class AttemptRunner:
             f"(last: {snippet!r})"
         ], "error"
 
-    # -- transitions -------------------------------------------------------------------------
+    # -- commits ---------------------------------------------------------------------------------
+
+    def _commit_attempt(
+        self,
+        claim: Claim,
+        ctx: AttemptContext,
+        lease_until: LeaseUntil,
+        text: str,
+        truncated: bool,
+        messages: list[dict[str, str]],
+        calls: list[dict[str, Any]],
+    ) -> int:
+        now = m.utcnow()
+        with self.store.transaction() as conn:
+            renew_lease(conn, claim, lease_until())
+            result = conn.execute(
+                sql.INSERT_ATTEMPT,
+                {
+                    "step_id": claim.step_id,
+                    "number": ctx.number,
+                    "text": text,
+                    "prompt": messages,
+                    "worker": claim.token,
+                    "truncated": truncated,
+                    "created_at": now,
+                },
+            )
+            self._flush_calls(conn, calls)
+            note = ", prompt truncated" if truncated else ""
+            conn.execute(
+                sql.INSERT_EVENTS,
+                [
+                    _event(
+                        claim.ticket_id,
+                        "attempt",
+                        f"{ctx.phase.name} attempt {ctx.number}: {ctx.phase.deliverable} produced "
+                        f"({len(text)} chars{note})",
+                        now,
+                    )
+                ],
+            )
+            return int(result.inserted_primary_key[0])
+
+    @staticmethod
+    def _flush_calls(conn: Connection, calls: list[dict[str, Any]]) -> None:
+        if calls:
+            conn.execute(sql.INSERT_CALLS, list(calls))
+            calls.clear()
 
     def _commit_verdict(
         self,
         claim: Claim,
         ctx: AttemptContext,
-        lease_until: Callable[[], Any],
-        passed: bool,
+        lease_until: LeaseUntil,
+        attempt_id: int,
+        text: str,
         source: str,
         objections: list[str],
+        calls: list[dict[str, Any]],
     ) -> None:
-        with self.store.session() as session:
-            renew_lease(session, claim, lease_until())
-            step = session.get(m.Step, claim.step_id)
-            assert step is not None
-            ticket = step.ticket
-            attempt = session.scalars(
-                select(m.Attempt).where(
-                    m.Attempt.step_id == step.id, m.Attempt.number == ctx.number
-                )
-            ).one()
-            session.add(
-                m.Verdict(
-                    attempt_id=attempt.id, passed=passed, source=source, objections=objections
-                )
+        name = ctx.phase.name
+        passed = not objections
+        used = claim.attempts_used + 1
+        exhausted = not passed and used >= claim.attempts_allowed
+        now = m.utcnow()
+        new_status = m.PASSED if passed else (m.FAILED if exhausted else m.PENDING)
+        with self.store.transaction() as conn:
+            closed = conn.execute(
+                sql.CLOSE_STEP,
+                {
+                    "sid": claim.step_id,
+                    "token": claim.token,
+                    "new_status": new_status,
+                    "used": 1,
+                    "accepted": text if passed else None,
+                    "finished": now if passed or exhausted else None,
+                },
             )
-            step.attempts_used += 1
-            release(step)
-            name = ctx.phase.name
+            if closed.rowcount != 1:
+                raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
+            conn.execute(
+                sql.INSERT_VERDICT,
+                {
+                    "attempt_id": attempt_id,
+                    "passed": passed,
+                    "source": source,
+                    "objections": objections,
+                    "created_at": now,
+                },
+            )
+            self._flush_calls(conn, calls)
             if passed:
-                step.status = m.PASSED
-                step.deliverable = attempt.text
-                step.finished_at = m.utcnow()
-                event(
-                    session, ticket.id, "passed", f"{name} attempt {ctx.number}: passed ({source})"
+                conn.execute(
+                    sql.INSERT_EVENTS,
+                    [
+                        _event(
+                            claim.ticket_id,
+                            "passed",
+                            f"{name} attempt {ctx.number}: passed ({source})",
+                            now,
+                        )
+                    ],
                 )
-                status = advance(session, ticket, self.settings)
+                if claim.last:
+                    with self.store.orm(conn) as session:
+                        ticket = get_ticket(session, claim.ticket_id)
+                        status = advance(session, ticket, self.settings)
+                else:
+                    conn.execute(sql.NEXT_STEP, {"tid": claim.ticket_id, "now": now})
+                    status = m.QUEUED
                 message = f"{name} passed on attempt {ctx.number} → {status}"
-            elif step.attempts_used >= step.attempts_allowed:
-                step.status = m.FAILED
-                step.finished_at = m.utcnow()
-                event(
-                    session,
-                    ticket.id,
-                    "failed",
-                    f"{name} attempt {ctx.number}: {len(objections)} objection(s) ({source})",
+            elif exhausted:
+                conn.execute(
+                    sql.INSERT_EVENTS,
+                    [
+                        _event(
+                            claim.ticket_id,
+                            "failed",
+                            f"{name} attempt {ctx.number}: "
+                            f"{len(objections)} objection(s) ({source})",
+                            now,
+                        )
+                    ],
                 )
                 reason = (
-                    f"{name} used {step.attempts_used}/{step.attempts_allowed} attempts; "
+                    f"{name} used {used}/{claim.attempts_allowed} attempts; "
                     "remaining objections: " + "; ".join(objections)
                 )
-                hand_off(session, ticket, reason)
+                with self.store.orm(conn) as session:
+                    hand_off(session, get_ticket(session, claim.ticket_id), reason)
                 message = f"{name} failed attempt {ctx.number} → needs-human"
             else:
-                step.status = m.PENDING
-                ticket.status = m.QUEUED
-                ticket.updated_at = m.utcnow()
-                event(
-                    session,
-                    ticket.id,
-                    "failed",
-                    f"{name} attempt {ctx.number}: {len(objections)} objection(s) ({source}): "
-                    + "; ".join(objections),
+                conn.execute(
+                    sql.SET_TICKET_STATUS,
+                    {"tid": claim.ticket_id, "new_status": m.QUEUED, "now": now},
+                )
+                conn.execute(
+                    sql.INSERT_EVENTS,
+                    [
+                        _event(
+                            claim.ticket_id,
+                            "failed",
+                            f"{name} attempt {ctx.number}: "
+                            f"{len(objections)} objection(s) ({source}): " + "; ".join(objections),
+                            now,
+                        )
+                    ],
                 )
                 message = f"{name} attempt {ctx.number} rejected: {objections[0]}"
         self._emit(claim.ticket_id, "verdict", message)
 
-    def _hand_off(self, claim: Claim, lease_until: Callable[[], Any], reason: str) -> None:
-        with self.store.session() as session:
-            renew_lease(session, claim, lease_until())
-            step = session.get(m.Step, claim.step_id)
-            assert step is not None
-            release(step)
-            step.status = m.PENDING
-            hand_off(session, step.ticket, reason)
+    def _hand_off(
+        self, claim: Claim, lease_until: LeaseUntil, reason: str, calls: list[dict[str, Any]]
+    ) -> None:
+        with self.store.transaction() as conn:
+            closed = conn.execute(
+                sql.CLOSE_STEP,
+                {
+                    "sid": claim.step_id,
+                    "token": claim.token,
+                    "new_status": m.PENDING,
+                    "used": 0,
+                    "accepted": None,
+                    "finished": None,
+                },
+            )
+            if closed.rowcount != 1:
+                raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
+            self._flush_calls(conn, calls)
+            with self.store.orm(conn) as session:
+                hand_off(session, get_ticket(session, claim.ticket_id), reason)
         self._emit(claim.ticket_id, "handoff", reason)
-
-
-def release(step: m.Step) -> None:
-    step.lease_owner = None
-    step.lease_expires_at = None
 
 
 def hand_off(session: Session, ticket: m.Ticket, reason: str) -> None:

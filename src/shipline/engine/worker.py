@@ -16,11 +16,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
-from sqlalchemy.orm import aliased
-
-from shipline.engine.loop import AttemptRunner, Claim, LeaseLost, OnEvent, renew_lease
-from shipline.engine.tickets import event
+from shipline.engine import sql
+from shipline.engine.loop import (
+    AttemptContext,
+    AttemptRunner,
+    Claim,
+    LeaseLost,
+    OnEvent,
+    load_context,
+    renew_lease,
+)
 from shipline.store import models as m
 from shipline.store.db import Store
 
@@ -29,102 +34,114 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def claim_next(store: Store, worker_id: str, lease_s: float) -> Claim | None:
-    """Claim the oldest runnable step, or None. Atomic on SQLite and PostgreSQL."""
+def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, AttemptContext] | None:
+    """Claim the oldest runnable step and read its context, or None. Atomic on both backends."""
     now = m.utcnow()
-    blocker = aliased(m.Ticket)
-    blocked = exists(
-        select(1)
-        .select_from(m.Dependency)
-        .join(blocker, blocker.id == m.Dependency.depends_on_id)
-        .where(m.Dependency.ticket_id == m.Ticket.id, blocker.status != m.DONE)
-    )
-    query = (
-        select(m.Step)
-        .join(m.Ticket, m.Step.ticket_id == m.Ticket.id)
-        .where(
-            m.Ticket.status.in_(m.ACTIVE_STATUSES),
-            m.Step.position == m.Ticket.position,
-            or_(
-                m.Step.status == m.PENDING,
-                and_(m.Step.status == m.CLAIMED, m.Step.lease_expires_at < now),
-            ),
-            ~blocked,
-        )
-        .order_by(m.Ticket.id)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=m.Step)
-    )
-    with store.session() as session:
-        step = session.scalars(query).first()
-        if step is None:
+    with store.transaction() as conn:
+        row = conn.execute(sql.CLAIM, {"now": now}).first()
+        if row is None:
             return None
-        resumed = step.status == m.CLAIMED
-        step.claims += 1
-        token = f"{worker_id}#{step.claims}"
-        step.status = m.CLAIMED
-        step.lease_owner = token
-        step.lease_expires_at = now + timedelta(seconds=lease_s)
-        step.started_at = step.started_at or now
-        ticket = step.ticket
-        ticket.status = m.RUNNING
-        ticket.updated_at = now
+        resumed = row.status == m.CLAIMED
+        token = f"{worker_id}#{row.claims + 1}"
+        conn.execute(
+            sql.TAKE_STEP,
+            {"sid": row.id, "token": token, "until": now + timedelta(seconds=lease_s), "now": now},
+        )
+        conn.execute(
+            sql.SET_TICKET_STATUS, {"tid": row.ticket_id, "new_status": m.RUNNING, "now": now}
+        )
         if resumed:
-            event(
-                session,
-                ticket.id,
-                "resumed",
-                f"{step.phase}: taken over by {worker_id} after a lost worker's lease expired",
+            message = f"{row.phase}: taken over by {worker_id} after a lost worker's lease expired"
+            conn.execute(
+                sql.INSERT_EVENTS,
+                [
+                    {
+                        "ticket_id": row.ticket_id,
+                        "kind": "resumed",
+                        "message": message,
+                        "created_at": now,
+                    }
+                ],
             )
-        elif step.claims == 1:
-            event(session, ticket.id, "started", f"{step.phase}: started by {worker_id}")
-        return Claim(step.id, ticket.id, step.phase, token, resumed)
+        elif row.claims == 0:
+            conn.execute(
+                sql.INSERT_EVENTS,
+                [
+                    {
+                        "ticket_id": row.ticket_id,
+                        "kind": "started",
+                        "message": f"{row.phase}: started by {worker_id}",
+                        "created_at": now,
+                    }
+                ],
+            )
+        claim = Claim(
+            step_id=row.id,
+            ticket_id=row.ticket_id,
+            phase=row.phase,
+            token=token,
+            resumed=resumed,
+            last=row.position == len(row.route) - 1,
+            parent_id=row.parent_id,
+            attempts_used=row.attempts_used,
+            attempts_allowed=row.attempts_allowed,
+        )
+        return claim, load_context(conn, claim, row)
 
 
 def live_claims(store: Store) -> int:
     """Steps held under an unexpired lease (someone is working on them)."""
-    with store.session() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(m.Step)
-                .where(m.Step.status == m.CLAIMED, m.Step.lease_expires_at >= m.utcnow())
-            )
-            or 0
-        )
+    with store.transaction() as conn:
+        return int(conn.execute(sql.LIVE_CLAIMS, {"now": m.utcnow()}).scalar() or 0)
 
 
 class Heartbeat:
-    """Renews a claim's lease every `interval` seconds until stopped or the lease is lost."""
+    """One thread per worker that renews the current claim's lease every `interval` seconds.
 
-    def __init__(self, store: Store, claim: Claim, lease_s: float, interval: float) -> None:
-        self._store, self._claim, self._lease_s = store, claim, lease_s
-        self._interval = interval
+    A lost lease (another worker took the step over) is noted; the attempt's own fenced
+    commit then fails with LeaseLost, so nothing is written twice.
+    """
+
+    def __init__(self, store: Store, lease_s: float, interval: float) -> None:
+        self._store, self._lease_s, self._interval = store, lease_s, interval
+        self._claim: Claim | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.lost = False
-        self._thread = threading.Thread(target=self._beat, name="shipline-heartbeat", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def until(self) -> datetime:
         return m.utcnow() + timedelta(seconds=self._lease_s)
 
+    def watch(self, claim: Claim | None) -> None:
+        with self._lock:
+            self._claim = claim
+        if claim is not None and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._beat, name="shipline-heartbeat", daemon=True
+            )
+            self._thread.start()
+
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
+            with self._lock:
+                claim = self._claim
+            if claim is None:
+                continue
             try:
-                with self._store.session() as session:
-                    renew_lease(session, self._claim, self.until())
+                with self._store.transaction() as conn:
+                    renew_lease(conn, claim, self.until())
             except LeaseLost:
-                self.lost = True
-                return
+                with self._lock:
+                    if self._claim is claim:
+                        self._claim = None
             except Exception:  # a transient store error: the next beat tries again
                 continue
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 class Worker:
@@ -145,47 +162,60 @@ class Worker:
         self.lease_s = settings.lease_s
         self.heartbeat_s = settings.heartbeat_s or settings.lease_s / 3
         self.poll_s = settings.poll_s
+        self.heartbeat = Heartbeat(project.store, self.lease_s, self.heartbeat_s)
 
     def run_once(self) -> bool:
         """Claim and run one attempt. False when nothing was runnable."""
-        claim = claim_next(self.project.store, self.worker_id, self.lease_s)
-        if claim is None:
+        claimed = claim_next(self.project.store, self.worker_id, self.lease_s)
+        if claimed is None:
             return False
-        with Heartbeat(self.project.store, claim, self.lease_s, self.heartbeat_s) as beat:
-            try:
-                self.runner.run(claim, beat.until)
-            except LeaseLost:
-                if self.on_event:
-                    self.on_event(
-                        claim.ticket_id,
-                        "lease-lost",
-                        f"{claim.phase}: lease lost; another worker continues",
-                    )
+        claim, context = claimed
+        self.heartbeat.watch(claim)
+        try:
+            self.runner.run(claim, context, self.heartbeat.until)
+        except LeaseLost:
+            if self.on_event:
+                self.on_event(
+                    claim.ticket_id,
+                    "lease-lost",
+                    f"{claim.phase}: lease lost; another worker continues",
+                )
+        finally:
+            self.heartbeat.watch(None)
         return True
+
+    def close(self) -> None:
+        self.heartbeat.close()
 
     def run_until_idle(self, stop: threading.Event | None = None) -> int:
         """Work until no step is runnable and none is in flight. Returns attempts run."""
         done = 0
         stop = stop or threading.Event()
-        while not stop.is_set():
-            if self.run_once():
-                done += 1
-                continue
-            if live_claims(self.project.store) == 0:
-                break
-            stop.wait(self.poll_s)
+        try:
+            while not stop.is_set():
+                if self.run_once():
+                    done += 1
+                    continue
+                if live_claims(self.project.store) == 0:
+                    break
+                stop.wait(self.poll_s)
+        finally:
+            self.close()
         return done
 
     def work_forever(self, stop: threading.Event, idle: Callable[[], None] | None = None) -> int:
         """The long-running worker: poll for work until `stop` is set (after the current step)."""
         done = 0
-        while not stop.is_set():
-            if self.run_once():
-                done += 1
-            else:
-                if idle:
-                    idle()
-                stop.wait(self.poll_s)
+        try:
+            while not stop.is_set():
+                if self.run_once():
+                    done += 1
+                else:
+                    if idle:
+                        idle()
+                    stop.wait(self.poll_s)
+        finally:
+            self.close()
         return done
 
 

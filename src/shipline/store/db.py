@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,7 +49,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: this runs for every transaction, and going through
+        # SQLAlchemy's execution machinery here costs more than the BEGIN itself.
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -79,6 +81,19 @@ class Store:
         """A transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core transaction, for hot paths that need no ORM: committed on success."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def orm(self, conn: Connection) -> Iterator[Session]:
+        """An ORM session inside `conn`'s transaction (it flushes; `conn` commits)."""
+        with Session(bind=conn, expire_on_commit=False) as session:
+            yield session
+            session.flush()
 
     def migrate(self) -> None:
         from shipline.store.migrate import upgrade

@@ -1,0 +1,230 @@
+"""What the provider calls cost: `shipline cost` grouped by phase, model, provider, day, tier.
+
+The `calls` table is the bill. Aggregation is pure (`aggregate`, over `CallRow`s); only
+`cost_report` and `spend` touch the store. An unknown price is never counted as 0: a group
+whose every priced call is unknown costs "unknown", and a group mixing known and unknown
+prices shows the known sum "+ unknown".
+
+A call's price is unknown when its `cost` is NULL and it used tokens: a successful call, or
+a failed one that was billed (a reply that could not be parsed). A failed call that used no
+tokens (HTTP 500, timeout, refused connection) cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from shipline.errors import TicketError
+from shipline.store import models as m
+from shipline.store.db import Store
+
+GroupBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
+GROUP_BY: tuple[str, ...] = get_args(GroupBy)
+TOTAL = "total"
+
+
+def usd(amount: float) -> str:
+    """Dollars with 2 to 4 decimals: $0.52, $10.01, $0.0004."""
+    whole, frac = f"{amount:.4f}".split(".")
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def is_unknown_price(cost: float | None, error: str | None, tokens: int) -> bool:
+    """Did this call spend money we cannot price? (The rule `unknown_price` states in SQL.)"""
+    return cost is None and (error is None or tokens > 0)
+
+
+def unknown_price() -> ColumnElement[bool]:
+    """SQL for `is_unknown_price`, so the store can count unknown prices without loading rows."""
+    return and_(
+        m.Call.cost.is_(None),
+        or_(m.Call.error.is_(None), m.Call.input_tokens + m.Call.output_tokens > 0),
+    )
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """The part of one `calls` row that the bill needs."""
+
+    ticket_id: int
+    phase: str
+    model: str
+    provider: str
+    tier: str
+    created_at: datetime
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float | None = 0.0
+    fallback: bool = False
+    error: str | None = None
+
+    def key(self, by: GroupBy | None) -> str:
+        if by is None:
+            return TOTAL
+        if by == "day":
+            return self.created_at.date().isoformat()  # the store keeps UTC
+        if by == "ticket":
+            return f"#{self.ticket_id}"
+        return str(getattr(self, by)) or "-"
+
+
+@dataclass
+class CostGroup:
+    """Calls, tokens and cost of one group. `known_usd` sums the calls whose price is known."""
+
+    key: str
+    calls: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    known_usd: float = 0.0
+    priced_calls: int = 0
+    unknown_calls: int = 0
+
+    def add(self, row: CallRow) -> None:
+        self.calls += 1
+        self.errors += row.error is not None
+        self.fallbacks += row.fallback
+        self.input_tokens += row.input_tokens
+        self.output_tokens += row.output_tokens
+        self.cached_tokens += row.cached_tokens
+        if is_unknown_price(row.cost, row.error, row.input_tokens + row.output_tokens):
+            self.unknown_calls += 1
+        elif row.cost is not None:
+            self.priced_calls += 1
+            self.known_usd += row.cost
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The known sum; None when some calls spent at an unknown price and none at a known one."""
+        if self.unknown_calls and not self.priced_calls:
+            return None
+        return self.known_usd
+
+    @property
+    def cost_text(self) -> str:
+        """`$0.12`, `unknown`, or `$0.12 + unknown`: never 0 for an unknown price."""
+        if self.cost_usd is None:
+            return "unknown"
+        return usd(self.known_usd) + (" + unknown" if self.unknown_calls else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "calls": self.calls,
+            "errors": self.errors,
+            "fallbacks": self.fallbacks,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": self.cost_usd,
+            "unknown_price_calls": self.unknown_calls,
+            "cost": self.cost_text,
+        }
+
+
+def aggregate(rows: Iterable[CallRow], by: GroupBy | None) -> list[CostGroup]:
+    """One group per key, without `by` one total group.
+
+    Groups come in the order of their first call (phases in route order, providers in chain
+    order), except days and tickets, which come in date and number order.
+    """
+    groups: dict[str, CostGroup] = {}
+    for row in rows:
+        key = row.key(by)
+        groups.setdefault(key, CostGroup(key)).add(row)
+    if by == "ticket":
+        return sorted(groups.values(), key=lambda g: int(g.key.lstrip("#")))
+    if by == "day":
+        return sorted(groups.values(), key=lambda g: g.key)
+    return list(groups.values())
+
+
+def total(groups: Iterable[CostGroup]) -> CostGroup:
+    whole = CostGroup(TOTAL)
+    for group in groups:
+        whole.calls += group.calls
+        whole.errors += group.errors
+        whole.fallbacks += group.fallbacks
+        whole.input_tokens += group.input_tokens
+        whole.output_tokens += group.output_tokens
+        whole.cached_tokens += group.cached_tokens
+        whole.known_usd += group.known_usd
+        whole.priced_calls += group.priced_calls
+        whole.unknown_calls += group.unknown_calls
+    return whole
+
+
+@dataclass(frozen=True)
+class CostReport:
+    by: GroupBy | None
+    ticket_id: int | None
+    groups: list[CostGroup]
+    total: CostGroup
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "ticket": self.ticket_id,
+            "groups": [g.as_dict() for g in self.groups],
+            "total": self.total.as_dict(),
+        }
+
+
+def cost_report(
+    store: Store, *, ticket_id: int | None = None, by: GroupBy | None = None
+) -> CostReport:
+    """The bill from the calls table, for one ticket or all, grouped `by` (None: the total)."""
+    if by is not None and by not in GROUP_BY:
+        raise ValueError(f"by must be one of {', '.join(GROUP_BY)} (got {by!r})")
+    c = m.Call
+    query = select(
+        c.ticket_id,
+        c.phase,
+        c.model,
+        c.provider,
+        c.tier,
+        c.created_at,
+        c.input_tokens,
+        c.output_tokens,
+        c.cached_tokens,
+        c.cost,
+        c.fallback,
+        c.error,
+    ).order_by(c.id)
+    with store.session() as session:
+        if ticket_id is not None:
+            if session.get(m.Ticket, ticket_id) is None:
+                raise TicketError(f"no ticket #{ticket_id}")
+            query = query.where(c.ticket_id == ticket_id)
+        rows = [CallRow(*row) for row in session.execute(query)]
+    groups = aggregate(rows, by)
+    return CostReport(by, ticket_id, groups, total(groups))
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Known dollars spent, and how many calls spent tokens at an unknown price."""
+
+    known_usd: float
+    unknown_calls: int
+
+
+def spend(session: Session, *where: ColumnElement[bool]) -> Spend:
+    """What the calls matching `where` cost, summed in the store (no rows loaded)."""
+    row = session.execute(
+        select(
+            func.coalesce(func.sum(m.Call.cost), 0.0),
+            func.count().filter(unknown_price()),
+        ).where(*where)
+    ).one()
+    return Spend(float(row[0] or 0.0), int(row[1]))

@@ -1,0 +1,139 @@
+"""Prebuilt Core statements for the worker's per-step path.
+
+A step is claimed, produced and judged in three short transactions. Building statements
+once and running them on the session's connection keeps the ORM's flush and lazy loads off
+this path: it is what keeps shipline's per-step overhead near a bare commit (see
+bench/engine_overhead.py). Rare transitions (an epic's split, a parent's completion) use
+the ORM in the same transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Text, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.sql.elements import BindParameter
+
+from shipline.store import models as m
+
+
+def _at(name: str) -> BindParameter[object]:
+    """A datetime parameter stored the way the models store it (UTC)."""
+    return bindparam(name, type_=m.UTCDateTime())
+
+
+_tables = m.Base.metadata.tables
+S = _tables["steps"]
+T = _tables["tickets"]
+A = _tables["attempts"]
+V = _tables["verdicts"]
+D = _tables["dependencies"]
+C = _tables["calls"]
+E = _tables["events"]
+
+_blocker = T.alias("blocker")
+
+CLAIM = (
+    select(
+        S.c.id,
+        S.c.ticket_id,
+        S.c.phase,
+        S.c.position,
+        S.c.status,
+        S.c.claims,
+        S.c.note,
+        S.c.attempts_used,
+        S.c.attempts_allowed,
+        T.c.kind,
+        T.c.title,
+        T.c.body,
+        T.c.lane,
+        T.c.sensitive,
+        T.c.route,
+        T.c.parent_id,
+    )
+    .select_from(S.join(T, S.c.ticket_id == T.c.id))
+    .where(
+        T.c.status.in_([m.QUEUED, m.RUNNING]),
+        S.c.position == T.c.position,
+        or_(
+            S.c.status == m.PENDING,
+            and_(S.c.status == m.CLAIMED, S.c.lease_expires_at < _at("now")),
+        ),
+        ~exists(
+            select(1)
+            .select_from(D.join(_blocker, _blocker.c.id == D.c.depends_on_id))
+            .where(D.c.ticket_id == T.c.id, _blocker.c.status != m.DONE)
+        ),
+    )
+    .order_by(T.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, of=S)
+)
+
+TAKE_STEP = (
+    update(S)
+    .where(S.c.id == bindparam("sid"))
+    .values(
+        status=m.CLAIMED,
+        lease_owner=bindparam("token"),
+        lease_expires_at=_at("until"),
+        claims=S.c.claims + 1,
+        started_at=func.coalesce(S.c.started_at, _at("now")),
+    )
+)
+
+SET_TICKET_STATUS = (
+    update(T)
+    .where(T.c.id == bindparam("tid"))
+    .values(status=bindparam("new_status"), updated_at=_at("now"))
+)
+
+EARLIER_DELIVERABLES = select(S.c.phase, S.c.deliverable).where(
+    S.c.ticket_id == bindparam("tid"),
+    S.c.position < bindparam("pos"),
+    S.c.deliverable.is_not(None),
+)
+
+ATTEMPTS = (
+    select(A.c.id, A.c.number, A.c.text, V.c.passed, V.c.objections)
+    .select_from(A.outerjoin(V, V.c.attempt_id == A.c.id))
+    .where(A.c.step_id == bindparam("sid"))
+    .order_by(A.c.number)
+)
+
+# The fence: every write of a claimed step's results goes through a statement that names
+# the lease owner; a worker whose lease was taken over changes no row and backs off.
+RENEW = (
+    update(S)
+    .where(S.c.id == bindparam("sid"), S.c.lease_owner == bindparam("token"))
+    .values(lease_expires_at=_at("until"))
+)
+
+CLOSE_STEP = (
+    update(S)
+    .where(S.c.id == bindparam("sid"), S.c.lease_owner == bindparam("token"))
+    .values(
+        status=bindparam("new_status"),
+        attempts_used=S.c.attempts_used + bindparam("used"),
+        deliverable=func.coalesce(bindparam("accepted", type_=Text()), S.c.deliverable),
+        finished_at=_at("finished"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+NEXT_STEP = (
+    update(T)
+    .where(T.c.id == bindparam("tid"))
+    .values(position=T.c.position + 1, status=m.QUEUED, updated_at=_at("now"))
+)
+
+INSERT_ATTEMPT = insert(A)
+INSERT_VERDICT = insert(V)
+INSERT_CALLS = insert(C)
+INSERT_EVENTS = insert(E)
+
+LIVE_CLAIMS = (
+    select(func.count())
+    .select_from(S)
+    .where(S.c.status == m.CLAIMED, S.c.lease_expires_at >= _at("now"))
+)
