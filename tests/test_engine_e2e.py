@@ -318,3 +318,23 @@ def test_routes_are_data_a_team_can_change(tmp_path: Any) -> None:
     lane2 = project.add("feature", "Tidy the code", "")
     assert project.show(lane1)["route"] == ["plan"]
     assert len(project.show(lane2)["route"]) == 6
+
+
+def test_an_epic_whose_children_are_all_cancelled_goes_to_a_human(
+    sqlite_project: Project,
+) -> None:
+    epic = demo_ticket("epic")
+    sqlite_project.write_script(
+        [r for r in replay_rules() if "French" not in str(r.get("title"))]
+        + [{"phase": "*", "role": "producer", "error": "no answer for children"}]
+    )
+    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
+    sqlite_project.cli("run")
+    children = sqlite_project.show(epic_id)["children"]
+    for child in children:
+        sqlite_project.cli("cancel", str(child["id"]))
+    detail = sqlite_project.show(epic_id)
+    assert detail["status"] == "needs-human"
+    assert detail["handoff_reason"] == (
+        f"children #{children[0]['id']}, #{children[1]['id']} were cancelled"
+    )

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -21,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from shipline.config import Settings
 from shipline.engine import sql
+from shipline.engine.code import CodeJudge, CodeOutcome
 from shipline.engine.prompt import build_prompt, render_blocks
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
 from shipline.engine.verdict import parse_verdict, strip_fence
-from shipline.errors import BudgetExceeded, ConfigError, ProviderError
+from shipline.errors import ShiplineError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
 from shipline.providers.base import CompletionRequest, Message, Role
@@ -50,6 +52,7 @@ class Claim:
     parent_id: int | None = None
     attempts_used: int = 0
     attempts_allowed: int = 1
+    route: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class AttemptRunner:
         self.settings: Settings = project.settings
         self.store = project.store
         self.on_event = on_event or (lambda _t, _k, _m: None)
+        self.code = CodeJudge(self.settings, Path(project.root))
 
     def _emit(self, ticket_id: int, kind: str, message: str) -> None:
         self.on_event(ticket_id, kind, message)
@@ -157,13 +161,98 @@ class AttemptRunner:
                 )
             objections = phase.check(text, ctx.inputs)
             source = "checks"
+            code: CodeOutcome | None = None
+            if not objections and self.code.handles(phase.name):
+                code = self._judge_code(claim, ctx, text)
+                objections, source = code.objections, "judge" if code.objections else source
             if not objections and settings.validator:
                 objections, source = self._validate(claim, ctx, text, calls)
-        except (ProviderError, BudgetExceeded, ConfigError) as exc:
+            if not objections and claim.last and self.code.merges(claim.route):
+                code = self._merge(claim, ctx, text, code)
+                if code.handoff:
+                    self._hand_off(claim, lease_until, code.handoff, calls, code)
+                    return
+        except ShiplineError as exc:  # provider, budget, config, workspace, judge, setup
             self._hand_off(claim, lease_until, f"{phase.name}: {exc}", calls)
             return
         assert attempt_id is not None
-        self._commit_verdict(claim, ctx, lease_until, attempt_id, text, source, objections, calls)
+        self._commit_verdict(
+            claim, ctx, lease_until, attempt_id, text, source, objections, calls, code
+        )
+
+    # -- code phases under a judge (engine/code.py) -------------------------------------------
+
+    def _deliverables(self, claim: Claim) -> dict[str, str]:
+        with self.store.transaction() as conn:
+            rows = conn.execute(
+                sql.ACCEPTED_DELIVERABLES, {"tid": claim.ticket_id, "sid": claim.step_id}
+            )
+            return {PHASES[name].deliverable: text for name, text in rows}
+
+    def _judge_code(self, claim: Claim, ctx: AttemptContext, text: str) -> CodeOutcome:
+        self._emit(claim.ticket_id, "judge", f"{ctx.phase.name} attempt {ctx.number}: judging")
+        with self.store.transaction() as conn:
+            locks = {path: sha for path, sha in conn.execute(sql.LOCKS, {"tid": claim.ticket_id})}
+        return self.code.attempt(
+            ticket_id=claim.ticket_id,
+            title=ctx.ticket.title,
+            step_id=claim.step_id,
+            phase=ctx.phase.name,
+            number=ctx.number,
+            text=text,
+            deliverable=ctx.phase.deliverable,
+            earlier=self._deliverables(claim),
+            locks=locks,
+        )
+
+    def _merge(
+        self, claim: Claim, ctx: AttemptContext, text: str, before: CodeOutcome | None
+    ) -> CodeOutcome:
+        self._emit(claim.ticket_id, "merge", f"merging into {self.settings.merge.target}")
+        outcome = self.code.merge(
+            ticket_id=claim.ticket_id,
+            title=ctx.ticket.title,
+            step_id=claim.step_id,
+            number=ctx.number,
+            deliverables={**self._deliverables(claim), ctx.phase.deliverable: text},
+        )
+        if before is not None:  # a route that ends on a code phase: keep its judge runs too
+            outcome.runs[:0] = before.runs
+            outcome.events[:0] = before.events
+            outcome.locks = before.locks
+        return outcome
+
+    @staticmethod
+    def _flush_code(
+        conn: Connection, claim: Claim, code: CodeOutcome | None, passed: bool, now: datetime
+    ) -> None:
+        if code is None:
+            return
+        if code.runs:
+            conn.execute(sql.INSERT_JUDGE_RUNS, code.runs)
+        if code.events:
+            conn.execute(
+                sql.INSERT_EVENTS,
+                [_event(claim.ticket_id, kind, message, now) for kind, message in code.events],
+            )
+        if passed and code.locks is not None:
+            conn.execute(sql.DELETE_LOCKS, {"tid": claim.ticket_id})
+            if code.locks:
+                conn.execute(
+                    sql.INSERT_LOCKS,
+                    [
+                        {
+                            "ticket_id": claim.ticket_id,
+                            "path": path,
+                            "sha256": sha,
+                            "commit": code.commit,
+                            "created_at": now,
+                        }
+                        for path, sha in code.locks.items()
+                    ],
+                )
+        if passed and code.merge is not None:
+            conn.execute(sql.INSERT_MERGE, [code.merge])
 
     def _recorder(
         self, claim: Claim, role: Role, number: int, calls: list[dict[str, Any]]
@@ -337,6 +426,7 @@ class AttemptRunner:
         source: str,
         objections: list[str],
         calls: list[dict[str, Any]],
+        code: CodeOutcome | None = None,
     ) -> None:
         name = ctx.phase.name
         passed = not objections
@@ -369,6 +459,7 @@ class AttemptRunner:
                 },
             )
             self._flush_calls(conn, calls)
+            self._flush_code(conn, claim, code, passed, now)
             if passed:
                 conn.execute(
                     sql.INSERT_EVENTS,
@@ -430,7 +521,12 @@ class AttemptRunner:
         self._emit(claim.ticket_id, "verdict", message)
 
     def _hand_off(
-        self, claim: Claim, lease_until: LeaseUntil, reason: str, calls: list[dict[str, Any]]
+        self,
+        claim: Claim,
+        lease_until: LeaseUntil,
+        reason: str,
+        calls: list[dict[str, Any]],
+        code: CodeOutcome | None = None,
     ) -> None:
         with self.store.transaction() as conn:
             closed = conn.execute(
@@ -447,6 +543,7 @@ class AttemptRunner:
             if closed.rowcount != 1:
                 raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
             self._flush_calls(conn, calls)
+            self._flush_code(conn, claim, code, False, m.utcnow())
             with self.store.orm(conn) as session:
                 hand_off(session, get_ticket(session, claim.ticket_id), reason)
         self._emit(claim.ticket_id, "handoff", reason)
@@ -490,7 +587,11 @@ def settle_parent(session: Session, child: m.Ticket) -> None:
     parent = get_ticket(session, child.parent_id)
     if parent.status != m.WAITING:
         return
-    children = list(session.scalars(select(m.Ticket).where(m.Ticket.parent_id == parent.id)))
+    children = list(
+        session.scalars(
+            select(m.Ticket).where(m.Ticket.parent_id == parent.id).order_by(m.Ticket.id)
+        )
+    )
     if all(c.status == m.DONE for c in children):
         finish(session, parent)
     elif all(c.status in m.FINAL_STATUSES for c in children):

@@ -347,4 +347,10 @@ def cancel(store: Store, ticket_id: int) -> list[int]:
             pending.extend(
                 session.scalars(select(m.Ticket).where(m.Ticket.parent_id == current.id))
             )
+        session.flush()
+        from shipline.engine.loop import settle_parent
+
+        settle_parent(
+            session, ticket
+        )  # a cancelled child may leave its epic with nothing to wait for
         return cancelled
