@@ -60,6 +60,13 @@ def test_unknown_ticket_id_is_a_clear_error(sqlite_project: Project) -> None:
             "names provider 'nowhere', which has no [providers.nowhere]",
         ),
         ("[wat]\nx = 1\n", "[wat] Extra inputs are not permitted"),
+        ("[phases.desgin]\nmax_attempts = 2\n", "[phases.desgin] is not a phase"),
+        ('[tiers]\nfast = ["local"]\n', "validator_tier is 'cheap', which is not a tier"),
+        (
+            '[routes]\nfeature = ["plan"]\nhotfix = ["diagnose"]\nepic = ["split"]\n'
+            '"chore.lane1" = ["plan"]\n',
+            "has no route for kind 'chore'",
+        ),
     ],
 )
 def test_broken_config_is_a_clear_error(tmp_path: Path, toml: str, message: str) -> None:

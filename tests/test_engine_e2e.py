@@ -338,3 +338,44 @@ def test_an_epic_whose_children_are_all_cancelled_goes_to_a_human(
     assert detail["handoff_reason"] == (
         f"children #{children[0]['id']}, #{children[1]['id']} were cancelled"
     )
+
+
+def test_cancelling_a_child_hands_its_dependents_to_a_human(sqlite_project: Project) -> None:
+    epic = demo_ticket("epic")
+    sqlite_project.write_script(
+        [r for r in replay_rules() if "French" not in str(r.get("title"))]
+        + [{"phase": "*", "role": "producer", "error": "no answer for children"}]
+    )
+    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
+    sqlite_project.cli("run")
+    first, second = sqlite_project.show(epic_id)["children"]
+    assert second["status"] == "queued"  # waiting for the first child
+    sqlite_project.cli("cancel", str(first["id"]))
+    detail = sqlite_project.show(second["id"])
+    assert detail["status"] == "needs-human"
+    assert detail["handoff_reason"] == f"depends on #{first['id']}, cancelled"
+
+
+def test_a_malformed_children_json_cannot_be_approved(sqlite_project: Project) -> None:
+    epic = demo_ticket("epic")
+    sqlite_project.write_script(
+        [
+            {"phase": "split", "role": "producer", "reply": "Here are the children: none"},
+            *replay_rules(),
+        ]
+    )
+    with (sqlite_project.root / "shipline.toml").open("a") as toml:
+        toml.write("\n[phases.split]\nmax_attempts = 1\n")
+    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
+    sqlite_project.cli("run")
+    assert sqlite_project.show(epic_id)["status"] == "needs-human"
+    out = sqlite_project.cli("approve", str(epic_id), expect=2)
+    assert "children.json cannot be approved as it is" in out.stderr
+    (sqlite_project.root / "children.json").write_text(
+        '{"children": [{"key": "fr", "kind": "feature", "title": "French", "body": "b", '
+        '"depends_on": []}]}'
+    )
+    sqlite_project.cli("approve", str(epic_id), "--file", "children.json")
+    detail = sqlite_project.show(epic_id)
+    assert detail["status"] == "waiting-children"
+    assert [c["title"] for c in detail["children"]] == ["French"]

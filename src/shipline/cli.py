@@ -214,7 +214,7 @@ def run(
 
     with console.status("working…", spinner="dots"):
         done = run_workers(project, workers, on_event=on_event, stop=stop)
-    console.print(f"ran {done} attempt(s)")
+    console.print(f"ran {done} step(s)")
     rows = list_tickets(project.store)
     if rows:
         console.print(ticket_table(rows))
@@ -222,14 +222,17 @@ def run(
 
 @app.command()
 def work(
-    poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 0.0,
+    poll: Annotated[
+        float | None,
+        typer.Option(help="Seconds between polls when idle (default: \\[worker] poll_s)."),
+    ] = None,
 ) -> None:
     """Long-running worker. Ctrl-C stops cleanly after the current step."""
     from shipline.engine.worker import Worker
     from shipline.render import print_event
 
     project = _project()
-    if poll > 0:
+    if poll is not None and poll > 0:
         project.settings.worker.poll_s = poll
     stop = threading.Event()
     _stop_on_sigint(stop)

@@ -27,10 +27,6 @@ def styled(status: str | None) -> Text:
     return Text(status or "-", style=STATUS_STYLE.get(status or "", ""))
 
 
-def money(cost: float | None) -> str:
-    return "unknown" if cost is None else f"${cost:.4f}"
-
-
 def ticket_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="tickets", expand=False)
     for column in (
@@ -57,7 +53,7 @@ def ticket_table(rows: list[dict[str, Any]]) -> Table:
             f"{row['phases_done']}/{row['phases_total']}",
             str(row["attempts"]),
             str(row["tokens"]),
-            money(row["cost"]),
+            row["cost_text"],
             title,
         )
     return table
@@ -81,7 +77,7 @@ def ticket_panel(detail: dict[str, Any]) -> Group:
             "children",
             ", ".join(f"#{c['id']} {c['title']} [{c['status']}]" for c in detail["children"]),
         )
-    head.add_row("tokens / cost", f"{detail['tokens']} / {money(detail['cost'])}")
+    head.add_row("tokens / cost", f"{detail['tokens']} / {detail['cost_text']}")
     if detail["handoff_reason"]:
         head.add_row("handoff", Text(detail["handoff_reason"], style="yellow"))
 
@@ -104,7 +100,7 @@ def ticket_panel(detail: dict[str, Any]) -> Group:
             styled(phase["status"]),
             f"{phase['attempts_used']}/{phase['attempts_allowed']}",
             f"{phase['tokens_in']}/{phase['tokens_out']}",
-            money(phase["cost"]),
+            phase["cost_text"],
             f"{phase['seconds']:.1f}" if phase["seconds"] is not None else "-",
             ", ".join(phase["models"]) or "-",
         )

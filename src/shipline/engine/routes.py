@@ -37,9 +37,29 @@ def validate_routes(settings: Settings, source: str) -> None:
             seen.add(phase)
         if "split" in phases and phases[-1] != "split":
             raise ConfigError(f"{where}: 'split' must be the last phase of a route")
-    for kind in ("feature", "hotfix", "epic"):
+    kinds = {m.group("kind") for key in settings.routes if (m := _KEY.match(key))}
+    for kind in sorted(kinds | set(KINDS)):
         if kind not in settings.routes:
-            raise ConfigError(f"{source} [routes] has no route for kind {kind!r}")
+            raise ConfigError(
+                f"{source} [routes] has no route for kind {kind!r}: a lane route "
+                f"({kind}.laneN) overrides a kind's route, it does not replace it"
+            )
+    for name in settings.phases:
+        if name not in PHASES:
+            known = ", ".join(sorted(PHASES))
+            raise ConfigError(f"{source} [phases.{name}] is not a phase (known: {known})")
+    routed = {phase for phases in settings.routes.values() for phase in phases}
+    for name in sorted(routed | set(settings.phases)):
+        for key, tier in (
+            ("tier", settings.tier_for(name)),
+            ("validator_tier", settings.phase(name).validator_tier),
+        ):
+            if tier not in settings.tiers:
+                raise ConfigError(
+                    f"{source} [phases.{name}] {key} is {tier!r}, which is not a tier in "
+                    f"[tiers] (known: {', '.join(sorted(settings.tiers))}): add the tier or "
+                    f"set [phases.{name}] {key}"
+                )
 
 
 def route_for(settings: Settings, kind: str, lane: int) -> list[str]:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipline.config import Settings
+from shipline.costs import TOTAL, CallRow, CostGroup, aggregate
 from shipline.engine.routes import route_for
 from shipline.errors import TicketError
 from shipline.phases import get_phase
@@ -107,7 +108,7 @@ def current_step(ticket: m.Ticket) -> m.Step | None:
 
 def ticket_summary(session: Session, ticket: m.Ticket) -> dict[str, Any]:
     step = current_step(ticket)
-    tokens, cost, unknown = _usage(session, m.Call.ticket_id == ticket.id)
+    bill = _bill(session, m.Call.ticket_id == ticket.id)
     attempts = sum(s.attempts_used for s in ticket.steps)
     return {
         "id": ticket.id,
@@ -121,8 +122,10 @@ def ticket_summary(session: Session, ticket: m.Ticket) -> dict[str, Any]:
         "phases_total": len(ticket.steps),
         "attempts": attempts,
         "parent_id": ticket.parent_id,
-        "tokens": tokens,
-        "cost": None if unknown else cost,
+        "tokens": bill.input_tokens + bill.output_tokens,
+        "cost": bill.cost_usd,
+        "cost_text": bill.cost_text,
+        "unknown_price_calls": bill.unknown_calls,
         "handoff_reason": ticket.handoff_reason,
         "created_at": ticket.created_at.isoformat(),
         "updated_at": ticket.updated_at.isoformat(),
@@ -137,15 +140,27 @@ def list_tickets(store: Store, status: str | None = None) -> list[dict[str, Any]
         return [ticket_summary(session, t) for t in session.scalars(query)]
 
 
-def _usage(session: Session, *where: Any) -> tuple[int, float, bool]:
-    row = session.execute(
+def _bill(session: Session, *where: Any) -> CostGroup:
+    """Tokens and cost of the calls matching `where`: an unknown price is never shown as 0."""
+    c = m.Call
+    rows = session.execute(
         select(
-            func.coalesce(func.sum(m.Call.input_tokens + m.Call.output_tokens), 0),
-            func.coalesce(func.sum(m.Call.cost), 0.0),
-            func.count().filter(m.Call.cost.is_(None), m.Call.error.is_(None)),
+            c.ticket_id,
+            c.phase,
+            c.model,
+            c.provider,
+            c.tier,
+            c.created_at,
+            c.input_tokens,
+            c.output_tokens,
+            c.cached_tokens,
+            c.cost,
+            c.fallback,
+            c.error,
         ).where(*where)
-    ).one()
-    return int(row[0]), float(row[1] or 0.0), bool(row[2])
+    )
+    groups = aggregate((CallRow(*row) for row in rows), None)
+    return groups[0] if groups else CostGroup(TOTAL)
 
 
 def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
@@ -172,7 +187,7 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
         phases = []
         for step in ticket.steps:
             step_calls = [c for c in calls if c.step_id == step.id]
-            costs = [c.cost for c in step_calls if c.error is None]
+            bill = _bill(session, m.Call.step_id == step.id)
             phases.append(
                 {
                     "phase": step.phase,
@@ -189,7 +204,8 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
                     ),
                     "tokens_in": sum(c.input_tokens for c in step_calls),
                     "tokens_out": sum(c.output_tokens for c in step_calls),
-                    "cost": None if any(c is None for c in costs) else sum(c or 0 for c in costs),
+                    "cost": bill.cost_usd,
+                    "cost_text": bill.cost_text,
                     "models": sorted({f"{c.provider}/{c.model}" for c in step_calls if c.model}),
                     "note": step.note,
                     "attempts": [
@@ -282,6 +298,18 @@ def approve(store: Store, settings: Settings, ticket_id: int, text: str | None =
                     "use `shipline retry` or `shipline approve --file`"
                 )
             text = step.attempts[-1].text
+        phase = get_phase(step.phase)
+        if phase.output == "json":  # children.json is acted on, so it must be well formed
+            inputs = {
+                get_phase(s.phase).deliverable: s.deliverable
+                for s in ticket.steps
+                if s.position < step.position and s.deliverable is not None
+            }
+            problems = phase.check(text, inputs)
+            if problems:
+                raise TicketError(
+                    f"{phase.deliverable} cannot be approved as it is: " + "; ".join(problems)
+                )
         number = max((a.number for a in step.attempts), default=0) + 1
         attempt = m.Attempt(step_id=step.id, number=number, text=text, worker="human")
         session.add(attempt)
@@ -348,7 +376,23 @@ def cancel(store: Store, ticket_id: int) -> list[int]:
                 session.scalars(select(m.Ticket).where(m.Ticket.parent_id == current.id))
             )
         session.flush()
-        from shipline.engine.loop import settle_parent
+        from shipline.engine.loop import hand_off, settle_parent
+
+        waiting = session.scalars(
+            select(m.Ticket)
+            .join(m.Dependency, m.Dependency.ticket_id == m.Ticket.id)
+            .where(
+                m.Dependency.depends_on_id.in_(cancelled), m.Ticket.status.in_(m.ACTIVE_STATUSES)
+            )
+            .distinct()
+        )
+        for dependent in waiting:  # it could never start: a human decides what happens now
+            blockers = [d for d in cancelled if session.get(m.Dependency, (dependent.id, d))]
+            hand_off(
+                session,
+                dependent,
+                "depends on " + ", ".join(f"#{b}" for b in blockers) + ", cancelled",
+            )
 
         settle_parent(
             session, ticket

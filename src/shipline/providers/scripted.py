@@ -95,7 +95,14 @@ class ScriptedProvider:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"script {path} [{where}]: {first['msg']}") from None
+        from shipline.phases import PHASES
+
         for index, rule in enumerate(script.rules):
+            if rule.phase != "*" and rule.phase not in PHASES:
+                raise ConfigError(
+                    f"script {path} [rules.{index}.phase]: {rule.phase!r} is not a phase "
+                    f'(known: {", ".join(sorted(PHASES))}, or "*")'
+                )
             if rule.reply_file is not None and not (path.parent / rule.reply_file).is_file():
                 raise ConfigError(
                     f"script {path} [rules.{index}.reply_file]: {rule.reply_file} does not exist"
