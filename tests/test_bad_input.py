@@ -61,7 +61,7 @@ def test_unknown_ticket_id_is_a_clear_error(sqlite_project: Project) -> None:
         ),
         ("[wat]\nx = 1\n", "[wat] Extra inputs are not permitted"),
         ("[phases.desgin]\nmax_attempts = 2\n", "[phases.desgin] is not a phase"),
-        ('[tiers]\nfast = ["local"]\n', "validator_tier is 'cheap', which is not a tier"),
+        ('[tiers]\nfast = ["local"]\n', "[phases.diagnose] tier is 'mid', which is not a tier"),
         (
             '[routes]\nfeature = ["plan"]\nhotfix = ["diagnose"]\nepic = ["split"]\n'
             '"chore.lane1" = ["plan"]\n',

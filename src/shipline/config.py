@@ -95,6 +95,37 @@ class WorkerSettings(_Strict):
     poll_s: float = Field(default=1.0, gt=0)
 
 
+class JudgeSettings(_Strict):
+    """`[judge]`: the project's own CI command, run in the ticket's worktree. Empty: no judge
+    (tests and implement are judged on their deliverable only, nothing touches git)."""
+
+    command: str = ""
+    timeout_s: float = Field(default=900.0, gt=0)
+
+
+class TestsSettings(_Strict):
+    """`[tests]`: how the tests phase runs its new tests, which must fail before the code."""
+
+    # Empty: the judge command. `{files}` is replaced by the new test files (shell-quoted).
+    command: str = ""
+
+
+class WorkspaceSettings(_Strict):
+    """`[workspaces]`: where ticket worktrees live and how a new one is set up."""
+
+    root: str = ""  # empty: <repo>.worktrees next to the repository; relative: to the repo
+    setup: list[str] = Field(default_factory=list)  # shell commands, run once per worktree
+    setup_timeout_s: float = Field(default=900.0, gt=0)
+    retention_days: float = Field(default=7.0, ge=0)  # kept this long after merge or cancel
+
+
+class MergeSettings(_Strict):
+    """`[merge]`: what happens after review passes with a green judge."""
+
+    mode: Literal["merge"] = "merge"  # rebase, re-judge, fast-forward the target
+    target: str = Field(default="main", min_length=1)
+
+
 class BudgetSettings(_Strict):
     per_ticket_usd: float | None = Field(default=None, ge=0)
     per_day_usd: float | None = Field(default=None, ge=0)
@@ -117,6 +148,10 @@ class Settings(_Strict):
     validator: ValidatorSettings = ValidatorSettings()
     worker: WorkerSettings = WorkerSettings()
     budgets: BudgetSettings = BudgetSettings()
+    judge: JudgeSettings = JudgeSettings()
+    tests: TestsSettings = TestsSettings()
+    workspaces: WorkspaceSettings = WorkspaceSettings()
+    merge: MergeSettings = MergeSettings()
 
     @model_validator(mode="after")
     def _tiers_name_providers(self) -> Settings:
@@ -133,6 +168,11 @@ class Settings(_Strict):
     def phase(self, name: str) -> PhaseSettings:
         return self.phases.get(name) or PhaseSettings()
 
+    @property
+    def tests_command(self) -> str:
+        """The command that runs the tests phase's new tests (default: the judge's)."""
+        return self.tests.command or self.judge.command
+
     def tier_for(self, phase: str) -> str:
         return self.phase(phase).tier or DEFAULT_PHASE_TIERS.get(phase, "mid")
 
@@ -143,10 +183,13 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a whole-document rule: its message names the keys
+            raise ConfigError(f"{source}: {message}") from None
+        where = ".".join(str(p) for p in first["loc"])
         got = first.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        raise ConfigError(f"{source} [{where}] {first['msg']}{shown}") from None
+        raise ConfigError(f"{source} [{where}] {message}{shown}") from None
     # Routes are validated against the phase registry here, so a typo fails at load time.
     from shipline.engine.routes import validate_routes
 

@@ -26,12 +26,14 @@ from shipline.engine.code import CodeJudge, CodeOutcome
 from shipline.engine.prompt import build_prompt, render_blocks
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
 from shipline.engine.verdict import parse_verdict, strip_fence
-from shipline.errors import ShiplineError
+from shipline.errors import BudgetExceeded, ConfigError, ProviderError
+from shipline.judge.runner import JudgeError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
 from shipline.providers.base import CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
 from shipline.store import models as m
+from shipline.workspaces.worktree import WorkspaceError
 
 OnEvent = Callable[[int, str, str], None]
 LeaseUntil = Callable[[], datetime]
@@ -172,7 +174,13 @@ class AttemptRunner:
                 if code.handoff:
                     self._hand_off(claim, lease_until, code.handoff, calls, code)
                     return
-        except ShiplineError as exc:  # provider, budget, config, workspace, judge, setup
+        except (
+            ProviderError,
+            BudgetExceeded,
+            ConfigError,
+            WorkspaceError,  # a worktree that cannot be made, a failed setup command, git
+            JudgeError,
+        ) as exc:
             self._hand_off(claim, lease_until, f"{phase.name}: {exc}", calls)
             return
         assert attempt_id is not None

@@ -9,7 +9,7 @@ the ORM in the same transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import Text, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Text, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
 
 from shipline.store import models as m
@@ -28,6 +28,9 @@ V = _tables["verdicts"]
 D = _tables["dependencies"]
 C = _tables["calls"]
 E = _tables["events"]
+L = _tables["test_locks"]
+J = _tables["judge_runs"]
+M = _tables["merges"]
 
 _blocker = T.alias("blocker")
 
@@ -137,3 +140,16 @@ LIVE_CLAIMS = (
     .select_from(S)
     .where(S.c.status == m.CLAIMED, S.c.lease_expires_at >= _at("now"))
 )
+
+# Code phases under a judge (engine/code.py): all accepted deliverables, the locked tests,
+# and the rows their verdicts commit.
+ACCEPTED_DELIVERABLES = select(S.c.phase, S.c.deliverable).where(
+    S.c.ticket_id == bindparam("tid"),
+    S.c.id != bindparam("sid"),
+    S.c.deliverable.is_not(None),
+)
+LOCKS = select(L.c.path, L.c.sha256).where(L.c.ticket_id == bindparam("tid"))
+DELETE_LOCKS = delete(L).where(L.c.ticket_id == bindparam("tid"))
+INSERT_LOCKS = insert(L)
+INSERT_JUDGE_RUNS = insert(J)
+INSERT_MERGE = insert(M)

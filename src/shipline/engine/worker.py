@@ -85,6 +85,7 @@ def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, Att
             parent_id=row.parent_id,
             attempts_used=row.attempts_used,
             attempts_allowed=row.attempts_allowed,
+            route=tuple(row.route),
         )
         return claim, load_context(conn, claim, row)
 

@@ -203,3 +203,51 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LockedTest(Base):
+    """A test file committed by the tests phase, locked by its content hash.
+
+    implement (and fix-ci) must make the tests pass without changing these files.
+    """
+
+    __tablename__ = "test_locks"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    commit: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class JudgeRun(Base):
+    """One run of the judge (or of the tests command) in a ticket's worktree; the full log is
+    in the file at `log_path`."""
+
+    __tablename__ = "judge_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id"), default=None)
+    attempt: Mapped[int | None] = mapped_column(Integer, default=None)
+    purpose: Mapped[str] = mapped_column(String(16))  # tests | judge | merge
+    command: Mapped[str] = mapped_column(Text)
+    commit: Mapped[str | None] = mapped_column(String(64), default=None)  # the tree judged
+    exit_code: Mapped[int] = mapped_column(Integer)
+    timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    duration_s: Mapped[float] = mapped_column(Float)
+    log_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Merge(Base):
+    """A ticket's work reaching its target branch: the data for lead time and deploy metrics."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    target: Mapped[str] = mapped_column(String(200))
+    commit: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))  # merge
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,422 @@
+"""Code phases under a judge: the ticket's worktree, file blocks applied, CI run, the merge queue.
+
+With `[judge] command` set, the tests, implement and fix-ci phases change a real repository.
+Each ticket works in its own git worktree (created at its first code phase, reused after).
+An attempt starts from its phase's base commit (`refs/shipline/<id>/base-<phase>`, set the
+first time the phase runs), so a retried or resumed attempt never builds on a rejected one.
+
+- tests: the new tests are committed and run; they must fail for the right reason.
+- implement / fix-ci: the locked tests must be unchanged on disk and the judge green.
+- after the last phase passes: the merge queue (squash, rebase, judge again, fast-forward).
+
+Every judge run's full log is written under `.shipline/logs/`; exit code and duration are
+returned as rows for the `judge_runs` table, committed with the verdict. Without a judge
+command none of this runs, and these phases are judged on their deliverable alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipline.config import STATE_DIR, Settings
+from shipline.judge.excerpt import FailureBlock, failure_excerpt, parse_pytest_log
+from shipline.judge.runner import CommandResult, run_judge
+from shipline.phases.markdown import FileBlockError, parse_file_blocks
+from shipline.store import models as m
+from shipline.workspaces.files import _identity_env, apply_file_blocks, changed_locked_files
+from shipline.workspaces.files import lock_files as hash_each
+from shipline.workspaces.worktree import (
+    UnsafePathError,
+    Workspace,
+    WorkspaceError,
+    _common_dir,
+    _entries,
+    _flock,
+    default_root,
+    ensure_worktree,
+)
+
+CODE_PHASES = ("tests", "implement", "fix-ci")
+DELIVERABLE_DIR = STATE_DIR  # deliverables are committed under .shipline/<ticket id>/
+
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+_CANNOT_IMPORT = re.compile(r"cannot import name '\w+' from '([\w.]+)'")
+_BROKEN_TEST_TYPES = ("SyntaxError", "IndentationError", "TabError")
+
+
+@dataclass
+class CodeOutcome:
+    """What a code phase's attempt left for the verdict transaction."""
+
+    objections: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # judge_runs rows
+    events: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+    locks: dict[str, str] | None = None  # tests phase: path → sha256 of the committed tests
+    commit: str | None = None
+    merge: dict[str, Any] | None = None  # merges row, once the target was fast-forwarded
+    handoff: str | None = None  # the ticket needs a human (merge conflict, red after rebase)
+
+
+# --- decisions (pure) -------------------------------------------------------------------------
+
+
+def tests_command(template: str, files: Sequence[str]) -> str:
+    """The tests command with `{files}` replaced by the shell-quoted new test files."""
+    return template.replace("{files}", shlex.join(files))
+
+
+def _missing_module(block: FailureBlock) -> str | None:
+    """The module an ImportError/ModuleNotFoundError of this block names, or None."""
+    for line in reversed(block.messages):
+        found = _MISSING_MODULE.search(line) or _CANNOT_IMPORT.search(line)
+        if found:
+            return found.group(1)
+    return None
+
+
+def wrong_failure(
+    result: CommandResult,
+    timeout_s: float,
+    in_repository: Callable[[str], bool],
+    excerpt_chars: int,
+) -> list[str]:
+    """Objections when new tests do not fail for the right reason (empty: they do).
+
+    Right: failed assertions, errors raised by the code under test, and a test module that
+    cannot import a module *of this repository* (the behaviour is missing). Wrong: passing
+    tests, a hang, no test run, a test file that does not compile, an import of a package
+    that is neither in the repository nor installed, errors in fixtures or setup.
+    """
+    status = f"`{result.command}` exit {result.exit_code}"
+    if result.timed_out:
+        return [f"the new tests did not finish: {status} was killed after {timeout_s:g} s"]
+    if result.exit_code == 0:
+        return [f"the new tests already pass ({status}): they test nothing new"]
+    parsed = parse_pytest_log(result.log)
+    if not parsed.is_pytest:
+        return []  # not pytest: a red run is all that can be asked
+    excerpt = failure_excerpt(result.log, excerpt_chars)
+    if parsed.summary.startswith("no tests ran") or result.exit_code in (4, 5):
+        return [f"no test ran ({status}): check the test file names and paths\n{excerpt}"]
+    objections = []
+    for block in parsed.blocks:
+        where = block.title.removeprefix("ERROR collecting ").strip()
+        kind = block.exception_type
+        if block.title.startswith("ERROR collecting"):
+            module = _missing_module(block)
+            if module is not None and in_repository(module.split(".")[0]):
+                continue  # imports code that does not exist yet: missing behaviour
+            if module is not None:
+                objections.append(
+                    f"{where} imports {module}, which is neither in the repository nor "
+                    f"installed: use only the project and its dependencies\n{excerpt}"
+                )
+            else:
+                objections.append(
+                    f"{where} does not collect ({kind or 'collection error'}): fix the test "
+                    f"file itself\n{excerpt}"
+                )
+        elif kind in _BROKEN_TEST_TYPES:
+            objections.append(f"{where} fails with {kind}: fix the test itself\n{excerpt}")
+        elif block.error_section:
+            objections.append(
+                f"{where} errors outside the test body ({kind or 'setup error'}), not on an "
+                f"assertion: fix the fixture or setup\n{excerpt}"
+            )
+    return objections
+
+
+# --- git --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _identity(cwd: Path) -> tuple[tuple[str, str], ...]:
+    """Who commits: git's configured user, else shipline (probed once per worktree)."""
+    return tuple(_identity_env(cwd, None).items())
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **dict(_identity(cwd)), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise WorkspaceError(f"`git {' '.join(args)}` failed in {cwd}: {detail}")
+    return proc
+
+
+def _head(path: Path) -> str:
+    return _git(path, "rev-parse", "HEAD").stdout.strip()
+
+
+def _commit_all_staged(path: Path, message: str) -> bool:
+    if _git(path, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        return False
+    _git(path, "commit", "-q", "--no-verify", "-m", message)
+    return True
+
+
+# --- the judge of code phases ---------------------------------------------------------------
+
+
+class CodeJudge:
+    """Runs code phases' attempts in the ticket's worktree, and merges finished tickets."""
+
+    def __init__(self, settings: Settings, repo: Path) -> None:
+        self.settings = settings
+        self.repo = repo
+        configured = settings.workspaces.root
+        self.root = (repo / configured) if configured else default_root(repo)
+        self.logs = repo / STATE_DIR / "logs"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.judge.command.strip())
+
+    def handles(self, phase: str) -> bool:
+        return self.enabled and phase in CODE_PHASES
+
+    def merges(self, route: Sequence[str]) -> bool:
+        return self.enabled and any(phase in CODE_PHASES for phase in route)
+
+    def workspace(self, ticket_id: int, title: str) -> Workspace:
+        ws = self.settings.workspaces
+        return ensure_worktree(
+            self.repo,
+            self.root,
+            ticket_id,
+            title,
+            self.settings.merge.target,
+            setup=ws.setup,
+            setup_timeout_s=ws.setup_timeout_s,
+        )
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    def attempt(
+        self,
+        *,
+        ticket_id: int,
+        title: str,
+        step_id: int,
+        phase: str,
+        number: int,
+        text: str,
+        deliverable: str,
+        earlier: Mapping[str, str],
+        locks: Mapping[str, str],
+    ) -> CodeOutcome:
+        """Apply an attempt's file blocks in the worktree and judge it (see the module doc)."""
+        ws = self.workspace(ticket_id, title)
+        outcome = CodeOutcome()
+        if ws.created:
+            outcome.events.append(("workspace", f"worktree {ws.path} on branch {ws.branch}"))
+        self._start(ws, ticket_id, phase)
+        try:
+            blocks = parse_file_blocks(text)
+            applied = apply_file_blocks(
+                ws.path,
+                [(b.path, b.content) for b in blocks],
+                f"shipline #{ticket_id} {phase}: attempt {number}",
+            )
+        except (FileBlockError, UnsafePathError) as exc:
+            outcome.objections.append(f"{deliverable} cannot be applied: {exc}")
+            return outcome
+        budget = self.settings.phase(phase).input_token_budget  # ≈ a quarter of it, in chars
+        context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
+        if phase == "tests":
+            command = tests_command(self.settings.tests_command, applied.paths)
+            result = self._run(ws, command, "tests", context, outcome)
+            outcome.objections = wrong_failure(
+                result,
+                self.settings.judge.timeout_s,
+                lambda name: _in_repository(ws.path, name),
+                budget,
+            )
+            if not outcome.objections:
+                self._commit_deliverables(ws, ticket_id, {**earlier, deliverable: text})
+                outcome.locks = hash_each(ws.path, applied.paths)
+                outcome.commit = _head(ws.path)
+            return outcome
+        changed = changed_locked_files(ws.path, locks)
+        if changed:
+            outcome.objections += [
+                f"{deliverable} changes the locked test {path} (on disk): make the tests pass "
+                "without modifying them"
+                for path in changed
+            ]
+            return outcome
+        result = self._run(ws, self.settings.judge.command, "judge", context, outcome)
+        if not result.ok:
+            outcome.objections.append(self._red(result, budget))
+        elif changed := changed_locked_files(ws.path, locks):
+            outcome.objections.append(
+                f"the judge run changed the locked tests {', '.join(changed)}: CI must not "
+                "rewrite tests"
+            )
+        else:
+            self._commit_deliverables(ws, ticket_id, {deliverable: text})
+            outcome.commit = _head(ws.path)
+        return outcome
+
+    def _start(self, ws: Workspace, ticket_id: int, phase: str) -> None:
+        """Reset the worktree to this phase's base commit (set now if the phase is new)."""
+        ref = f"refs/shipline/{ticket_id}/base-{phase}"
+        if _git(ws.path, "rev-parse", "--verify", "-q", ref, check=False).returncode != 0:
+            _git(ws.path, "update-ref", ref, "HEAD")
+        _git(ws.path, "reset", "-q", "--hard", ref)
+        _git(ws.path, "clean", "-q", "-fd")
+
+    def _red(self, result: CommandResult, budget_chars: int) -> str:
+        status = (
+            f"killed after the {self.settings.judge.timeout_s:g} s timeout"
+            if result.timed_out
+            else f"exit {result.exit_code}"
+        )
+        return (
+            f"CI is red: `{result.command}` {status} after {result.duration_s:.1f} s. Fix the "
+            "code so that it passes; the locked tests are right.\n"
+            + failure_excerpt(result.log, budget_chars)
+        )
+
+    def _run(
+        self,
+        ws: Workspace,
+        command: str,
+        purpose: str,
+        context: Mapping[str, Any],
+        outcome: CodeOutcome,
+    ) -> CommandResult:
+        ticket_id = context["ticket_id"]
+        folder = self.logs / f"ticket-{ticket_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        count = len(list(folder.glob("*.log"))) + 1
+        log_path = folder / f"{count:03d}-{purpose}.log"
+        commit = _head(ws.path)
+        result = run_judge(command, ws.path, self.settings.judge.timeout_s, log_path=log_path)
+        outcome.runs.append(
+            {
+                "ticket_id": ticket_id,
+                "step_id": context.get("step_id"),
+                "attempt": context.get("attempt"),
+                "purpose": purpose,
+                "command": command,
+                "commit": commit,
+                "exit_code": result.exit_code,
+                "timed_out": result.timed_out,
+                "duration_s": round(result.duration_s, 3),
+                "log_path": str(log_path),
+                "created_at": m.utcnow(),
+            }
+        )
+        status = "killed at the timeout" if result.timed_out else f"exit {result.exit_code}"
+        outcome.events.append(
+            (
+                "judge",
+                f"{purpose}: `{command}` {status} in {result.duration_s:.1f} s "
+                f"on {commit[:10]} (log: {log_path})",
+            )
+        )
+        return result
+
+    def _commit_deliverables(self, ws: Workspace, ticket_id: int, texts: Mapping[str, str]) -> None:
+        """Write accepted deliverables under .shipline/<id>/ and commit what changed."""
+        folder = ws.path / DELIVERABLE_DIR / str(ticket_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, content in texts.items():
+            (folder / name).write_text(content, encoding="utf-8")
+            paths.append(f"{DELIVERABLE_DIR}/{ticket_id}/{name}")
+        _git(ws.path, "add", "-f", "--", *paths)
+        _commit_all_staged(ws.path, f"shipline #{ticket_id}: deliverables {', '.join(texts)}")
+
+    # -- the merge queue ---------------------------------------------------------------------
+
+    def merge(
+        self,
+        *,
+        ticket_id: int,
+        title: str,
+        step_id: int,
+        number: int,
+        deliverables: Mapping[str, str],
+    ) -> CodeOutcome:
+        """Squash the ticket's branch, rebase it onto the target, judge it, fast-forward.
+
+        One merge at a time per target branch (a file lock in the repository's git dir).
+        A conflict or a red judge leaves the target untouched and hands off.
+        """
+        target = self.settings.merge.target
+        ws = self.workspace(ticket_id, title)
+        outcome = CodeOutcome()
+        common = _common_dir(self.repo)
+        lock = common / f"shipline-merge-{re.sub(r'[^A-Za-z0-9._-]', '_', target)}.lock"
+        with _flock(lock):
+            _git(ws.path, "reset", "-q", "--hard", "HEAD")
+            self._commit_deliverables(ws, ticket_id, deliverables)
+            base = _git(ws.path, "merge-base", "HEAD", target).stdout.strip()
+            if base != _head(ws.path):
+                _git(ws.path, "reset", "-q", "--soft", base)
+                _commit_all_staged(ws.path, f"shipline #{ticket_id}: {title}")
+            rebased = _git(ws.path, "rebase", "-q", target, check=False)
+            if rebased.returncode != 0:
+                conflicts = _git(
+                    ws.path, "diff", "--name-only", "--diff-filter=U", check=False
+                ).stdout.split()
+                _git(ws.path, "rebase", "--abort", check=False)
+                named = ", ".join(conflicts) or (rebased.stderr or rebased.stdout).strip()[:300]
+                outcome.handoff = (
+                    f"merge: rebasing onto {target} conflicts in {named}; resolve it in "
+                    f"{ws.path} (branch {ws.branch}), then `shipline retry {ticket_id}`"
+                )
+                return outcome
+            context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
+            result = self._run(ws, self.settings.judge.command, "merge", context, outcome)
+            if not result.ok:
+                outcome.handoff = (
+                    f"merge: the judge is red after rebasing onto {target}; {target} was left "
+                    f"as it was.\n{self._red(result, 2000)}"
+                )
+                return outcome
+            commit = _head(ws.path)
+            self._fast_forward(target, commit)
+        outcome.commit = commit
+        outcome.merge = {
+            "ticket_id": ticket_id,
+            "target": target,
+            "commit": commit,
+            "mode": self.settings.merge.mode,
+            "merged_at": m.utcnow(),
+        }
+        outcome.events.append(("merged", f"{target} fast-forwarded to {commit[:10]} (judge green)"))
+        return outcome
+
+    def _fast_forward(self, target: str, commit: str) -> None:
+        holder = next((e for e in _entries(self.repo) if e.branch == target), None)
+        if holder is not None:  # the target is checked out: move its files too
+            _git(holder.path, "merge", "-q", "--ff-only", commit)
+            return
+        old = _git(self.repo, "rev-parse", f"refs/heads/{target}").stdout.strip()
+        _git(self.repo, "merge-base", "--is-ancestor", old, commit)
+        _git(self.repo, "update-ref", f"refs/heads/{target}", commit, old)
+
+
+def _in_repository(worktree: Path, name: str) -> bool:
+    """Whether a top-level module `name` is part of the repository (or its src/ layout)."""
+    return any(
+        (base / name).is_dir() or (base / f"{name}.py").is_file()
+        for base in (worktree, worktree / "src")
+    )
