@@ -130,6 +130,16 @@ class BudgetSettings(_Strict):
     per_ticket_usd: float | None = Field(default=None, ge=0)
     per_day_usd: float | None = Field(default=None, ge=0)
 
+    @property
+    def enabled(self) -> bool:
+        return self.per_ticket_usd is not None or self.per_day_usd is not None
+
+
+class LaneSettings(_Strict):
+    """`[lanes.N]`: what AI may do in risk lane N (1 low, 2 core logic, 3 high impact)."""
+
+    in_house_only: bool = False  # every ticket of the lane is treated as sensitive
+
 
 def _default_providers() -> dict[str, ProviderSettings]:
     return {"local": ProviderSettings(kind="local", model="SmolLM2-135M-Instruct")}
@@ -148,6 +158,7 @@ class Settings(_Strict):
     validator: ValidatorSettings = ValidatorSettings()
     worker: WorkerSettings = WorkerSettings()
     budgets: BudgetSettings = BudgetSettings()
+    lanes: dict[Literal["1", "2", "3"], LaneSettings] = Field(default_factory=dict)
     judge: JudgeSettings = JudgeSettings()
     tests: TestsSettings = TestsSettings()
     workspaces: WorkspaceSettings = WorkspaceSettings()
@@ -172,6 +183,11 @@ class Settings(_Strict):
     def tests_command(self) -> str:
         """The command that runs the tests phase's new tests (default: the judge's)."""
         return self.tests.command or self.judge.command
+
+    def in_house_only(self, sensitive: bool, lane: int) -> bool:
+        """May this ticket reach only in-house providers? Its flag, or its lane's policy."""
+        policy = self.lanes.get(str(lane))  # type: ignore[call-overload]
+        return sensitive or (policy is not None and policy.in_house_only)
 
     def tier_for(self, phase: str) -> str:
         return self.phase(phase).tier or DEFAULT_PHASE_TIERS.get(phase, "mid")

@@ -119,7 +119,7 @@ def explain_ticket(project: Project, ticket_id: int) -> RouteExplanation:
         ticket = get_ticket(session, ticket_id)
         steps = [(s.phase, s.status) for s in ticket.steps]
         head = (ticket.id, ticket.kind, ticket.lane, ticket.sensitive, ticket.status)
-    sensitive = head[3]
+    sensitive = settings.in_house_only(head[3], head[2])
     router = project.router
     phases = []
     for phase, status in steps:

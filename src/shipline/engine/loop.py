@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from shipline.budgets import over_budget
 from shipline.config import Settings
 from shipline.engine import sql
 from shipline.engine.code import CodeJudge, CodeOutcome
@@ -262,6 +263,15 @@ class AttemptRunner:
         if passed and code.merge is not None:
             conn.execute(sql.INSERT_MERGE, [code.merge])
 
+    def _check_budget(self, ticket_id: int) -> None:
+        """Before each provider call: a reached budget hands the ticket to a human."""
+        if not self.settings.budgets.enabled:
+            return
+        with self.store.session() as session:
+            reason = over_budget(session, self.settings, ticket_id)
+        if reason is not None:
+            raise BudgetExceeded(f"budget reached: {reason}")
+
     def _recorder(
         self, claim: Claim, role: Role, number: int, calls: list[dict[str, Any]]
     ) -> Callable[[CallRecord], None]:
@@ -320,10 +330,11 @@ class AttemptRunner:
             ticket_title=ctx.ticket.title,
             max_tokens=settings.max_output_tokens,
         )
+        self._check_budget(claim.ticket_id)
         routed = self.project.router.complete(
             self.settings.tier_for(phase.name),
             request,
-            sensitive=ctx.ticket.sensitive,
+            sensitive=self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane),
             record=self._recorder(claim, "producer", ctx.number, calls),
         )
         text = routed.completion.text.strip()
@@ -359,10 +370,11 @@ class AttemptRunner:
             json_schema=VERDICT_SCHEMA,
         )
         for _ in range(tries):
+            self._check_budget(claim.ticket_id)
             routed = self.project.router.complete(
                 self.settings.phase(phase.name).validator_tier,
                 request,
-                sensitive=ctx.ticket.sensitive,
+                sensitive=self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane),
                 record=self._recorder(claim, "validator", ctx.number, calls),
             )
             last = routed.completion.text

@@ -18,8 +18,11 @@ def build_provider(name: str, settings: ProviderSettings, base_dir: Path) -> Pro
         if not settings.script:
             raise ConfigError(f'[providers.{name}] kind = "scripted" needs script = "FILE"')
         path = Path(settings.script)
+        prices = None
+        if settings.price_input_per_mtok is not None or settings.price_output_per_mtok is not None:
+            prices = (settings.price_input_per_mtok or 0.0, settings.price_output_per_mtok or 0.0)
         return ScriptedProvider.from_file(
-            name, path if path.is_absolute() else base_dir / path, in_house=True
+            name, path if path.is_absolute() else base_dir / path, in_house=True, prices=prices
         )
     if settings.kind == "local":
         from shipline.providers.local import LocalProvider

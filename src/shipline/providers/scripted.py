@@ -13,6 +13,9 @@ Format (docs/scripted-provider.md):
         delay_s: 0         # optional simulated latency
         error: "..."       # optional: the call fails with this message
         tokens: {input: 120, output: 340}   # optional; default: an estimate
+
+Cost is 0, unless the provider entry sets price_input_per_mtok / price_output_per_mtok:
+then a replay carries a bill, which budgets and `shipline cost` see like any other.
 """
 
 from __future__ import annotations
@@ -73,14 +76,30 @@ class Script(BaseModel):
 class ScriptedProvider:
     """Replies by the first rule that matches (phase, role, attempt, kind, title)."""
 
-    def __init__(self, name: str, script: Script, base_dir: Path, *, in_house: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        script: Script,
+        base_dir: Path,
+        *,
+        in_house: bool = True,
+        prices: tuple[float, float] | None = None,
+    ) -> None:
         self.name = name
+        self._prices = prices  # USD per million input/output tokens, to replay a bill
         self.in_house = in_house
         self._rules = script.rules
         self._base_dir = base_dir
 
     @classmethod
-    def from_file(cls, name: str, path: Path, *, in_house: bool = True) -> ScriptedProvider:
+    def from_file(
+        cls,
+        name: str,
+        path: Path,
+        *,
+        in_house: bool = True,
+        prices: tuple[float, float] | None = None,
+    ) -> ScriptedProvider:
         try:
             data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -107,7 +126,7 @@ class ScriptedProvider:
                 raise ConfigError(
                     f"script {path} [rules.{index}.reply_file]: {rule.reply_file} does not exist"
                 )
-        return cls(name, script, path.parent, in_house=in_house)
+        return cls(name, script, path.parent, in_house=in_house, prices=prices)
 
     def complete(self, request: CompletionRequest) -> Completion:
         rule = next((r for r in self._rules if r.matches(request)), None)
@@ -135,5 +154,9 @@ class ScriptedProvider:
             model="scripted",
             input_tokens=tokens.input,
             output_tokens=tokens.output,
-            cost=0.0,
+            cost=(
+                (tokens.input * self._prices[0] + tokens.output * self._prices[1]) / 1_000_000
+                if self._prices
+                else 0.0
+            ),
         )
