@@ -7,6 +7,7 @@ with a few extra rules per test for attempts that go wrong.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sqlite3
@@ -131,6 +132,27 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
     events = [e["message"] for e in details[feature_id]["events"]]
     assert any(e.startswith("tests: `") and "exit 1" in e for e in events)
     assert any(e.startswith("main fast-forwarded to") for e in events)
+
+    # `shipline workspaces`: both worktrees, their tickets done; prune past retention
+    listed = json.loads(project.cli("workspaces", "--json").stdout)["workspaces"]
+    assert {(w["ticket"], w["ticket_status"], w["state"]) for w in listed} == {
+        (str(feature_id), "done", "ok"),
+        (str(hotfix_id), "done", "ok"),
+    }
+    assert all(w["disk_bytes"] > 0 for w in listed)
+    kept = json.loads(project.cli("workspaces", "--prune", "--json").stdout)
+    assert kept["removed"] == []  # within the default 7 days of retention
+    foreign = Path(listed[0]["path"]).parent / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("not shipline's")
+    with (project.root / "shipline.toml").open("a") as toml:
+        toml.write("\n[workspaces]\nretention_days = 0\n")
+    pruned = json.loads(project.cli("workspaces", "--prune", "--json").stdout)
+    assert sorted(w["ticket"] for w in pruned["removed"]) == sorted(
+        [str(feature_id), str(hotfix_id)]
+    )
+    assert [w["state"] for w in pruned["workspaces"]] == ["foreign"]
+    assert (foreign / "mine.txt").read_text() == "not shipline's"
 
 
 SHOUT_CLI_RETURNS_1 = '''\

@@ -314,6 +314,32 @@ def demo(
     run_demo(directory, replay=replay, console=console, as_json=as_json)
 
 
+@app.command()
+def workspaces(
+    do_prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Remove finished tickets' worktrees past retention."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Ticket worktrees: state, branch and disk use; --prune removes what is no longer needed."""
+    from shipline.render import workspace_table
+    from shipline.workspaces.inventory import inventory, prune_workspaces
+
+    project = _project()
+    removed = prune_workspaces(project) if do_prune else []
+    rows = inventory(project)
+    if as_json:
+        _print_json({"workspaces": rows, "removed": removed})
+        return
+    for row in removed:
+        console.print(f"removed {row['path']} (ticket #{row['ticket']}, {row['state']})")
+    if rows:
+        console.print(workspace_table(rows))
+    elif not removed:
+        console.print("no ticket worktrees (they are made when \\[judge] command is set)")
+
+
 def main() -> None:
     try:
         app()

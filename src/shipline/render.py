@@ -201,3 +201,22 @@ def route_panel(explained: dict[str, Any]) -> Group:
             )
         )
     return Group(*parts)
+
+
+def workspace_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="ticket worktrees")
+    for column in ("ticket", "ticket status", "state", "branch", "MiB", "last used", "path"):
+        table.add_column(column, justify="right" if column == "MiB" else "left")
+    for row in rows:
+        table.add_row(
+            f"#{row['ticket']}",
+            styled(row["ticket_status"]),
+            row["state"],
+            row["branch"] or "-",
+            f"{row['disk_bytes'] / 2**20:.1f}",
+            row["last_used"][:19],
+            row["path"],
+        )
+    total = sum(r["disk_bytes"] for r in rows) / 2**20
+    table.caption = f"{len(rows)} worktree(s), {total:.1f} MiB"
+    return table

@@ -1,0 +1,58 @@
+"""`shipline workspaces`: the ticket worktrees of a project, their disk use, and pruning.
+
+A worktree is kept while its ticket is active; once the ticket is done or cancelled it is
+kept for `[workspaces] retention_days`, then pruned. Crash leftovers and orphans (a folder
+git no longer knows) are pruned at once; a folder that is not ours is never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from shipline.store import models as m
+from shipline.workspaces.worktree import WorkspaceInfo, default_root, list_workspaces, prune
+
+
+def _root(project: Any) -> Any:
+    configured = project.settings.workspaces.root
+    return (project.root / configured) if configured else default_root(project.root)
+
+
+def _statuses(project: Any) -> dict[str, str]:
+    with project.store.session() as session:
+        return {str(i): s for i, s in session.execute(select(m.Ticket.id, m.Ticket.status))}
+
+
+def _row(info: WorkspaceInfo, statuses: dict[str, str]) -> dict[str, Any]:
+    return {
+        "ticket": info.ticket_id,
+        "ticket_status": statuses.get(info.ticket_id, "unknown"),
+        "state": info.state,
+        "branch": info.branch,
+        "path": str(info.path),
+        "disk_bytes": info.disk_bytes,
+        "last_used": datetime.fromtimestamp(info.last_used, UTC).isoformat(),
+    }
+
+
+def inventory(project: Any) -> list[dict[str, Any]]:
+    """Every folder under the worktree root, with its ticket's status and its disk use."""
+    root = _root(project)
+    if not root.exists():
+        return []
+    statuses = _statuses(project)
+    return [_row(info, statuses) for info in list_workspaces(project.root, root)]
+
+
+def prune_workspaces(project: Any) -> list[dict[str, Any]]:
+    """Remove finished tickets' worktrees past retention, and crash leftovers. Returns them."""
+    root = _root(project)
+    if not root.exists():
+        return []
+    statuses = _statuses(project)
+    active = {tid for tid, status in statuses.items() if status not in m.FINAL_STATUSES}
+    retention = timedelta(days=project.settings.workspaces.retention_days)
+    return [_row(info, statuses) for info in prune(project.root, root, active, retention)]
