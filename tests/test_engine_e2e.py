@@ -183,14 +183,20 @@ def test_retry_gives_more_attempts_and_puts_the_note_in_context(sqlite_project: 
     )
 
 
-def test_cancel_ends_an_epic_and_its_children(sqlite_project: Project) -> None:
+def split_epic_with_stuck_children(project: Project) -> int:
+    """The demo epic splits into two children, whose provider then fails (they hand off)."""
     epic = demo_ticket("epic")
-    sqlite_project.write_script(
+    project.write_script(
         [r for r in replay_rules() if "French" not in str(r.get("title"))]
         + [{"phase": "*", "role": "producer", "error": "no answer for children"}]
     )
-    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
-    sqlite_project.cli("run")
+    epic_id = project.add("epic", epic["title"], epic["body"])
+    project.cli("run")
+    return epic_id
+
+
+def test_cancel_ends_an_epic_and_its_children(sqlite_project: Project) -> None:
+    epic_id = split_epic_with_stuck_children(sqlite_project)
     detail = sqlite_project.show(epic_id)
     assert detail["status"] == "waiting-children"
     out = sqlite_project.cli("cancel", str(epic_id)).stdout
@@ -323,13 +329,7 @@ def test_routes_are_data_a_team_can_change(tmp_path: Any) -> None:
 def test_an_epic_whose_children_are_all_cancelled_goes_to_a_human(
     sqlite_project: Project,
 ) -> None:
-    epic = demo_ticket("epic")
-    sqlite_project.write_script(
-        [r for r in replay_rules() if "French" not in str(r.get("title"))]
-        + [{"phase": "*", "role": "producer", "error": "no answer for children"}]
-    )
-    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
-    sqlite_project.cli("run")
+    epic_id = split_epic_with_stuck_children(sqlite_project)
     children = sqlite_project.show(epic_id)["children"]
     for child in children:
         sqlite_project.cli("cancel", str(child["id"]))
@@ -341,13 +341,7 @@ def test_an_epic_whose_children_are_all_cancelled_goes_to_a_human(
 
 
 def test_cancelling_a_child_hands_its_dependents_to_a_human(sqlite_project: Project) -> None:
-    epic = demo_ticket("epic")
-    sqlite_project.write_script(
-        [r for r in replay_rules() if "French" not in str(r.get("title"))]
-        + [{"phase": "*", "role": "producer", "error": "no answer for children"}]
-    )
-    epic_id = sqlite_project.add("epic", epic["title"], epic["body"])
-    sqlite_project.cli("run")
+    epic_id = split_epic_with_stuck_children(sqlite_project)
     first, second = sqlite_project.show(epic_id)["children"]
     assert second["status"] == "queued"  # waiting for the first child
     sqlite_project.cli("cancel", str(first["id"]))

@@ -180,33 +180,49 @@ class CostReport:
         }
 
 
+def call_rows(session: Session, *where: ColumnElement[bool]) -> list[CallRow]:
+    """The calls matching `where`, oldest first, as the bill needs them."""
+    c = m.Call
+    query = (
+        select(
+            c.ticket_id,
+            c.phase,
+            c.model,
+            c.provider,
+            c.tier,
+            c.created_at,
+            c.input_tokens,
+            c.output_tokens,
+            c.cached_tokens,
+            c.cost,
+            c.fallback,
+            c.error,
+        )
+        .where(*where)
+        .order_by(c.id)
+    )
+    return [CallRow(*row) for row in session.execute(query)]
+
+
+def bill(session: Session, *where: ColumnElement[bool]) -> CostGroup:
+    """Calls, tokens and cost of the calls matching `where`, as one group."""
+    groups = aggregate(call_rows(session, *where), None)
+    return groups[0] if groups else CostGroup(TOTAL)
+
+
 def cost_report(
     store: Store, *, ticket_id: int | None = None, by: GroupBy | None = None
 ) -> CostReport:
     """The bill from the calls table, for one ticket or all, grouped `by` (None: the total)."""
     if by is not None and by not in GROUP_BY:
         raise ValueError(f"by must be one of {', '.join(GROUP_BY)} (got {by!r})")
-    c = m.Call
-    query = select(
-        c.ticket_id,
-        c.phase,
-        c.model,
-        c.provider,
-        c.tier,
-        c.created_at,
-        c.input_tokens,
-        c.output_tokens,
-        c.cached_tokens,
-        c.cost,
-        c.fallback,
-        c.error,
-    ).order_by(c.id)
     with store.session() as session:
+        where = []
         if ticket_id is not None:
             if session.get(m.Ticket, ticket_id) is None:
                 raise TicketError(f"no ticket #{ticket_id}")
-            query = query.where(c.ticket_id == ticket_id)
-        rows = [CallRow(*row) for row in session.execute(query)]
+            where.append(m.Call.ticket_id == ticket_id)
+        rows = call_rows(session, *where)
     groups = aggregate(rows, by)
     return CostReport(by, ticket_id, groups, total(groups))
 

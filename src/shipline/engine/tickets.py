@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipline.config import Settings
-from shipline.costs import TOTAL, CallRow, CostGroup, aggregate
+from shipline.costs import bill
 from shipline.engine.routes import route_for
 from shipline.errors import TicketError
 from shipline.phases import get_phase
@@ -108,7 +108,7 @@ def current_step(ticket: m.Ticket) -> m.Step | None:
 
 def ticket_summary(session: Session, ticket: m.Ticket) -> dict[str, Any]:
     step = current_step(ticket)
-    bill = _bill(session, m.Call.ticket_id == ticket.id)
+    charges = bill(session, m.Call.ticket_id == ticket.id)
     attempts = sum(s.attempts_used for s in ticket.steps)
     return {
         "id": ticket.id,
@@ -122,10 +122,10 @@ def ticket_summary(session: Session, ticket: m.Ticket) -> dict[str, Any]:
         "phases_total": len(ticket.steps),
         "attempts": attempts,
         "parent_id": ticket.parent_id,
-        "tokens": bill.input_tokens + bill.output_tokens,
-        "cost": bill.cost_usd,
-        "cost_text": bill.cost_text,
-        "unknown_price_calls": bill.unknown_calls,
+        "tokens": charges.input_tokens + charges.output_tokens,
+        "cost": charges.cost_usd,
+        "cost_text": charges.cost_text,
+        "unknown_price_calls": charges.unknown_calls,
         "handoff_reason": ticket.handoff_reason,
         "created_at": ticket.created_at.isoformat(),
         "updated_at": ticket.updated_at.isoformat(),
@@ -138,29 +138,6 @@ def list_tickets(store: Store, status: str | None = None) -> list[dict[str, Any]
         if status:
             query = query.where(m.Ticket.status == status)
         return [ticket_summary(session, t) for t in session.scalars(query)]
-
-
-def _bill(session: Session, *where: Any) -> CostGroup:
-    """Tokens and cost of the calls matching `where`: an unknown price is never shown as 0."""
-    c = m.Call
-    rows = session.execute(
-        select(
-            c.ticket_id,
-            c.phase,
-            c.model,
-            c.provider,
-            c.tier,
-            c.created_at,
-            c.input_tokens,
-            c.output_tokens,
-            c.cached_tokens,
-            c.cost,
-            c.fallback,
-            c.error,
-        ).where(*where)
-    )
-    groups = aggregate((CallRow(*row) for row in rows), None)
-    return groups[0] if groups else CostGroup(TOTAL)
 
 
 def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
@@ -187,7 +164,7 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
         phases = []
         for step in ticket.steps:
             step_calls = [c for c in calls if c.step_id == step.id]
-            bill = _bill(session, m.Call.step_id == step.id)
+            charges = bill(session, m.Call.step_id == step.id)
             phases.append(
                 {
                     "phase": step.phase,
@@ -204,8 +181,8 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
                     ),
                     "tokens_in": sum(c.input_tokens for c in step_calls),
                     "tokens_out": sum(c.output_tokens for c in step_calls),
-                    "cost": bill.cost_usd,
-                    "cost_text": bill.cost_text,
+                    "cost": charges.cost_usd,
+                    "cost_text": charges.cost_text,
                     "models": sorted({f"{c.provider}/{c.model}" for c in step_calls if c.model}),
                     "note": step.note,
                     "attempts": [
