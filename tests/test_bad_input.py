@@ -125,3 +125,11 @@ def test_init_is_idempotent_and_keeps_the_store_out_of_git(tmp_path: Path) -> No
     assert "kept the existing" in out.stdout
     assert ".shipline/" in (tmp_path / ".gitignore").read_text()
     assert len(run_cli(tmp_path, "ticket", "list", "--json").stdout.split('"id"')) == 2
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(sqlite_project: Project) -> None:
+    db = sqlite_project.root / ".shipline" / "shipline.db"
+    db.write_bytes(b"not a database, just bytes" * 100)
+    out = sqlite_project.cli("ticket", "list", expect=2)
+    assert "cannot open the store at sqlite:///" in out.stderr
+    assert "file is not a database" in out.stderr

@@ -103,7 +103,8 @@ class Store:
         except OperationalError as exc:
             raise StoreError(f"cannot open the store at {self.display_url}: {exc.orig}") from None
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot migrate the store at {self.display_url}: {exc}") from None
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreError(f"cannot open the store at {self.display_url}: {reason}") from None
 
     @property
     def display_url(self) -> str:
