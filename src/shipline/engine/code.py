@@ -17,7 +17,6 @@ command none of this runs, and these phases are judged on their deliverable alon
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import subprocess
@@ -36,12 +35,12 @@ from shipline.workspaces.files import lock_files as hash_each
 from shipline.workspaces.worktree import (
     UnsafePathError,
     Workspace,
-    WorkspaceError,
     _common_dir,
     _entries,
     _flock,
     default_root,
     ensure_worktree,
+    run_git,
 )
 
 CODE_PHASES = ("tests", "implement", "fix-ci")
@@ -144,18 +143,8 @@ def _identity(cwd: Path) -> tuple[tuple[str, str], ...]:
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **dict(_identity(cwd)), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
-        raise WorkspaceError(f"`git {' '.join(args)}` failed in {cwd}: {detail}")
-    return proc
+    """git in a worktree, committing as the configured user (else shipline)."""
+    return run_git(cwd, *args, check=check, env=dict(_identity(cwd)))
 
 
 def _head(path: Path) -> str:

@@ -154,13 +154,16 @@ class _Entry:
 # --- git plumbing -----------------------------------------------------------------------------
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_git(
+    cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git, in the C locale, never prompting; a failure (with `check`) is a WorkspaceError."""
     proc = subprocess.run(
         ["git", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
+        env={**os.environ, **(env or {}), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
         check=False,
     )
     if check and proc.returncode != 0:
@@ -174,7 +177,7 @@ def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def _common_dir(repo: Path) -> Path:
     if not repo.is_dir():
         raise WorkspaceError(f"repository {repo} does not exist")
-    proc = _git(repo, "rev-parse", "--git-common-dir", check=False)
+    proc = run_git(repo, "rev-parse", "--git-common-dir", check=False)
     if proc.returncode != 0:
         raise WorkspaceError(f"{repo} is not a git repository: run `git init` there first")
     return (repo / proc.stdout.strip()).resolve()
@@ -193,7 +196,7 @@ def _flock(path: Path) -> Iterator[None]:
 
 
 def _entries(repo: Path) -> list[_Entry]:
-    out = _git(repo, "worktree", "list", "--porcelain").stdout
+    out = run_git(repo, "worktree", "list", "--porcelain").stdout
     entries = []
     for block in out.strip().split("\n\n"):
         fields: dict[str, str | None] = {}
@@ -250,17 +253,17 @@ def _healthy(entry: _Entry, path: Path) -> bool:
         return False
     if not (path / ".git").is_file():
         return False
-    return _git(path, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+    return run_git(path, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
 
 
 def _branch_exists(repo: Path, branch: str) -> bool:
     ref = f"refs/heads/{branch}"
-    return _git(repo, "rev-parse", "--verify", "-q", ref, check=False).returncode == 0
+    return run_git(repo, "rev-parse", "--verify", "-q", ref, check=False).returncode == 0
 
 
 def _ticket_branch(repo: Path, tid: str) -> str | None:
     """The branch recorded for the ticket (its title, and so its slug, may have changed)."""
-    proc = _git(repo, "config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False)
+    proc = run_git(repo, "config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False)
     for line in proc.stdout.splitlines():
         key, _, value = line.partition(" ")
         name = key.removeprefix("branch.").removesuffix(f".{_TICKET_KEY}")
@@ -272,10 +275,10 @@ def _ticket_branch(repo: Path, tid: str) -> str | None:
 def _drop_entry(repo: Path, entry: _Entry) -> None:
     """Unregister a worktree whatever its state (locked, half-created, directory gone)."""
     if entry.locked is not None:
-        _git(repo, "worktree", "unlock", str(entry.path), check=False)
+        run_git(repo, "worktree", "unlock", str(entry.path), check=False)
     if entry.path.exists():
-        _git(repo, "worktree", "remove", "--force", "--force", str(entry.path), check=False)
-    _git(repo, "worktree", "prune")
+        run_git(repo, "worktree", "remove", "--force", "--force", str(entry.path), check=False)
+    run_git(repo, "worktree", "prune")
 
 
 def _why_broken(entry: _Entry) -> str:
@@ -296,7 +299,7 @@ def _repair(repo: Path, common: Path, path: Path, entry: _Entry | None) -> list[
     if owner in ("empty", "ours"):
         shutil.rmtree(path)
         notes.append(f"removed half-created directory {path}")
-        _git(repo, "worktree", "prune")
+        run_git(repo, "worktree", "prune")
     elif owner == "foreign":
         raise WorkspaceError(
             f"{path} exists and is not a shipline worktree of {repo}: move it away, "
@@ -322,15 +325,17 @@ def _add(
                     f"remove that worktree (`git worktree remove {holder.path}`) and resume"
                 )
         notes.append(f"reused existing branch {branch}")
-        _git(repo, "worktree", "add", str(path), branch)
+        run_git(repo, "worktree", "add", str(path), branch)
     else:
-        if _git(repo, "rev-parse", "--verify", "-q", f"{base}^{{commit}}", check=False).returncode:
+        if run_git(
+            repo, "rev-parse", "--verify", "-q", f"{base}^{{commit}}", check=False
+        ).returncode:
             raise WorkspaceError(
                 f"base {base!r} names no commit in {repo}: create it, or give the ticket "
                 "an existing base branch"
             )
-        _git(repo, "worktree", "add", "-b", branch, str(path), base)
-    _git(repo, "config", f"branch.{branch}.{_TICKET_KEY}", tid)
+        run_git(repo, "worktree", "add", "-b", branch, str(path), base)
+    run_git(repo, "config", f"branch.{branch}.{_TICKET_KEY}", tid)
     return branch, notes
 
 
@@ -417,7 +422,7 @@ def ensure_worktree(
     root = root.resolve()
     path = root / tid
     with _flock(common / _REPO_LOCK):
-        _git(repo, "worktree", "prune")
+        run_git(repo, "worktree", "prune")
         entries = _entries(repo)
         entry = _entry_at(entries, path)
         notes: list[str] = []
@@ -429,7 +434,7 @@ def ensure_worktree(
             branch, more = _add(repo, path, _entries(repo), tid, title, base)
             notes += more
             created = True
-        git_dir = Path(_git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+        git_dir = Path(run_git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
         (git_dir / LAST_USED).touch()
     record = (
         _run_setup(git_dir, path, setup, setup_timeout_s, env) if setup else read_setup(git_dir)
@@ -454,7 +459,7 @@ def remove_worktree(
 
 
 def _remove(repo: Path, common: Path, path: Path, tid: str, delete_branch: bool) -> bool:
-    _git(repo, "worktree", "prune")
+    run_git(repo, "worktree", "prune")
     entry = _entry_at(_entries(repo), path)
     removed = False
     branch = entry.branch if entry is not None else None
@@ -463,12 +468,12 @@ def _remove(repo: Path, common: Path, path: Path, tid: str, delete_branch: bool)
         removed = True
     if _dir_owner(path, common) in ("empty", "ours"):
         shutil.rmtree(path)
-        _git(repo, "worktree", "prune")
+        run_git(repo, "worktree", "prune")
         removed = True
     if delete_branch:
         branch = branch or _ticket_branch(repo, tid)
         if branch and _branch_exists(repo, branch):
-            _git(repo, "branch", "-D", branch)
+            run_git(repo, "branch", "-D", branch)
             removed = True
     return removed
 
@@ -579,7 +584,7 @@ def prune(
     retention_s = retention.total_seconds() if isinstance(retention, timedelta) else retention
     keep_ids = {str(k) for k in keep}
     with _flock(common / _REPO_LOCK):
-        _git(repo, "worktree", "prune")
+        run_git(repo, "worktree", "prune")
         doomed = prune_plan(_list(repo, common, root), keep_ids, retention_s, now or time.time())
         for info in doomed:
             _remove(repo, common, info.path, info.ticket_id, delete_branches)
