@@ -1,6 +1,19 @@
-"""Coding sessions: the built-in agent loop's worktree-confined tools (and, later, the loop
-itself and the external agent adapters)."""
+"""Coding sessions: the built-in agent loop and its worktree-confined tools (and, later, the
+external agent adapters)."""
 
+from shipline.sessions.agent import (
+    AgentSession,
+    FormatError,
+    LimitsExceeded,
+    SessionLimits,
+    SessionResult,
+    SubmitAction,
+    Submitted,
+    ToolAction,
+    parse_text_action,
+    resume,
+    run_session,
+)
 from shipline.sessions.tools import (
     DEFAULT_DENY,
     TOOL_SPECS,
@@ -13,8 +26,19 @@ from shipline.sessions.tools import (
 __all__ = [
     "DEFAULT_DENY",
     "TOOL_SPECS",
+    "AgentSession",
+    "FormatError",
+    "LimitsExceeded",
+    "SessionLimits",
+    "SessionResult",
+    "SubmitAction",
+    "Submitted",
+    "ToolAction",
     "ToolCallRecord",
     "ToolResult",
     "WorktreeTools",
     "denied_by",
+    "parse_text_action",
+    "resume",
+    "run_session",
 ]
