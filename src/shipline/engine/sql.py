@@ -130,6 +130,17 @@ NEXT_STEP = (
     .values(position=T.c.position + 1, status=m.QUEUED, updated_at=_at("now"))
 )
 
+FINISH_TICKET = (
+    update(T)
+    .where(T.c.id == bindparam("tid"))
+    .values(
+        position=T.c.position + 1,
+        status=m.DONE,
+        updated_at=_at("now"),
+        finished_at=_at("now"),
+    )
+)
+
 INSERT_ATTEMPT = insert(A)
 INSERT_VERDICT = insert(V)
 INSERT_CALLS = insert(C)
