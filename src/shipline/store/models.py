@@ -190,7 +190,7 @@ class Call(Base):
     cost: Mapped[float | None] = mapped_column(Float, default=None)  # None: price unknown
     fallback: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class Event(Base):
