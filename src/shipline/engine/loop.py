@@ -124,10 +124,6 @@ def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
     )
 
 
-def _event(ticket_id: int, kind: str, message: str, now: datetime) -> dict[str, Any]:
-    return {"ticket_id": ticket_id, "kind": kind, "message": message, "created_at": now}
-
-
 class AttemptRunner:
     """Runs one attempt of a claimed step against a project's router and store."""
 
@@ -239,11 +235,7 @@ class AttemptRunner:
             return
         if code.runs:
             conn.execute(sql.INSERT_JUDGE_RUNS, code.runs)
-        if code.events:
-            conn.execute(
-                sql.INSERT_EVENTS,
-                [_event(claim.ticket_id, kind, message, now) for kind, message in code.events],
-            )
+        sql.add_events(conn, claim.ticket_id, code.events, now)
         if passed and code.locks is not None:
             conn.execute(sql.DELETE_LOCKS, {"tid": claim.ticket_id})
             if code.locks:
@@ -416,18 +408,11 @@ class AttemptRunner:
             )
             self._flush_calls(conn, calls)
             note = ", prompt truncated" if truncated else ""
-            conn.execute(
-                sql.INSERT_EVENTS,
-                [
-                    _event(
-                        claim.ticket_id,
-                        "attempt",
-                        f"{ctx.phase.name} attempt {ctx.number}: {ctx.phase.deliverable} produced "
-                        f"({len(text)} chars{note})",
-                        now,
-                    )
-                ],
+            produced = (
+                f"{ctx.phase.name} attempt {ctx.number}: {ctx.phase.deliverable} produced "
+                f"({len(text)} chars{note})"
             )
+            sql.add_events(conn, claim.ticket_id, [("attempt", produced)], now)
             return int(result.inserted_primary_key[0])
 
     @staticmethod
@@ -481,16 +466,11 @@ class AttemptRunner:
             self._flush_calls(conn, calls)
             self._flush_code(conn, claim, code, passed, now)
             if passed:
-                conn.execute(
-                    sql.INSERT_EVENTS,
-                    [
-                        _event(
-                            claim.ticket_id,
-                            "passed",
-                            f"{name} attempt {ctx.number}: passed ({source})",
-                            now,
-                        )
-                    ],
+                sql.add_events(
+                    conn,
+                    claim.ticket_id,
+                    [("passed", f"{name} attempt {ctx.number}: passed ({source})")],
+                    now,
                 )
                 if claim.last and (claim.parent_id is not None or name == "split"):
                     # rare: an epic's split creates children, a child may finish its epic
@@ -499,53 +479,31 @@ class AttemptRunner:
                         status = advance(session, ticket, self.settings)
                 elif claim.last:
                     conn.execute(sql.FINISH_TICKET, {"tid": claim.ticket_id, "now": now})
-                    conn.execute(
-                        sql.INSERT_EVENTS,
-                        [_event(claim.ticket_id, "done", "all phases accepted", now)],
-                    )
+                    sql.add_events(conn, claim.ticket_id, [("done", "all phases accepted")], now)
                     status = m.DONE
                 else:
                     conn.execute(sql.NEXT_STEP, {"tid": claim.ticket_id, "now": now})
                     status = m.QUEUED
                 message = f"{name} passed on attempt {ctx.number} → {status}"
-            elif exhausted:
-                conn.execute(
-                    sql.INSERT_EVENTS,
-                    [
-                        _event(
-                            claim.ticket_id,
-                            "failed",
-                            f"{name} attempt {ctx.number}: "
-                            f"{len(objections)} objection(s) ({source})",
-                            now,
-                        )
-                    ],
-                )
-                reason = (
-                    f"{name} used {used}/{claim.attempts_allowed} attempts; "
-                    "remaining objections: " + "; ".join(objections)
-                )
-                with self.store.orm(conn) as session:
-                    hand_off(session, get_ticket(session, claim.ticket_id), reason)
-                message = f"{name} failed attempt {ctx.number} → needs-human"
             else:
-                conn.execute(
-                    sql.SET_TICKET_STATUS,
-                    {"tid": claim.ticket_id, "new_status": m.QUEUED, "now": now},
-                )
-                conn.execute(
-                    sql.INSERT_EVENTS,
-                    [
-                        _event(
-                            claim.ticket_id,
-                            "failed",
-                            f"{name} attempt {ctx.number}: "
-                            f"{len(objections)} objection(s) ({source}): " + "; ".join(objections),
-                            now,
-                        )
-                    ],
-                )
-                message = f"{name} attempt {ctx.number} rejected: {objections[0]}"
+                counted = f"{name} attempt {ctx.number}: {len(objections)} objection(s) ({source})"
+                # the handoff reason repeats the objections; a rejected attempt's event lists them
+                detail = "" if exhausted else ": " + "; ".join(objections)
+                sql.add_events(conn, claim.ticket_id, [("failed", counted + detail)], now)
+                if exhausted:
+                    reason = (
+                        f"{name} used {used}/{claim.attempts_allowed} attempts; "
+                        "remaining objections: " + "; ".join(objections)
+                    )
+                    with self.store.orm(conn) as session:
+                        hand_off(session, get_ticket(session, claim.ticket_id), reason)
+                    message = f"{name} failed attempt {ctx.number} → needs-human"
+                else:
+                    conn.execute(
+                        sql.SET_TICKET_STATUS,
+                        {"tid": claim.ticket_id, "new_status": m.QUEUED, "now": now},
+                    )
+                    message = f"{name} attempt {ctx.number} rejected: {objections[0]}"
         self._emit(claim.ticket_id, "verdict", message)
 
     def _hand_off(

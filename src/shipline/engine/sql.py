@@ -9,7 +9,22 @@ the ORM in the same transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import Text, and_, bindparam, delete, exists, func, insert, or_, select, update
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import BindParameter
 
 from shipline.store import models as m
@@ -164,3 +179,15 @@ DELETE_LOCKS = delete(L).where(L.c.ticket_id == bindparam("tid"))
 INSERT_LOCKS = insert(L)
 INSERT_JUDGE_RUNS = insert(J)
 INSERT_MERGE = insert(M)
+
+
+def add_events(
+    conn: Connection, ticket_id: int, events: Iterable[tuple[str, str]], now: datetime
+) -> None:
+    """Lines of a ticket's history (kind, message), written in the caller's transaction."""
+    rows = [
+        {"ticket_id": ticket_id, "kind": kind, "message": message, "created_at": now}
+        for kind, message in events
+    ]
+    if rows:
+        conn.execute(INSERT_EVENTS, rows)

@@ -51,30 +51,11 @@ def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, Att
             sql.SET_TICKET_STATUS, {"tid": row.ticket_id, "new_status": m.RUNNING, "now": now}
         )
         if resumed:
-            message = f"{row.phase}: taken over by {worker_id} after a lost worker's lease expired"
-            conn.execute(
-                sql.INSERT_EVENTS,
-                [
-                    {
-                        "ticket_id": row.ticket_id,
-                        "kind": "resumed",
-                        "message": message,
-                        "created_at": now,
-                    }
-                ],
-            )
+            taken = f"{row.phase}: taken over by {worker_id} after a lost worker's lease expired"
+            sql.add_events(conn, row.ticket_id, [("resumed", taken)], now)
         elif row.claims == 0:
-            conn.execute(
-                sql.INSERT_EVENTS,
-                [
-                    {
-                        "ticket_id": row.ticket_id,
-                        "kind": "started",
-                        "message": f"{row.phase}: started by {worker_id}",
-                        "created_at": now,
-                    }
-                ],
-            )
+            started = f"{row.phase}: started by {worker_id}"
+            sql.add_events(conn, row.ticket_id, [("started", started)], now)
         claim = Claim(
             step_id=row.id,
             ticket_id=row.ticket_id,
