@@ -1,5 +1,5 @@
-"""Coding sessions: the built-in agent loop and its worktree-confined tools (and, later, the
-external agent adapters)."""
+"""Coding sessions: the built-in agent loop, its worktree-confined tools, and the external
+agent CLIs (codex, claude, gemini, aider) as session runners."""
 
 from shipline.sessions.agent import (
     AgentSession,
@@ -14,6 +14,7 @@ from shipline.sessions.agent import (
     resume,
     run_session,
 )
+from shipline.sessions.external import AgentUnavailable, ExternalAgent
 from shipline.sessions.tools import (
     DEFAULT_DENY,
     TOOL_SPECS,
@@ -27,6 +28,8 @@ __all__ = [
     "DEFAULT_DENY",
     "TOOL_SPECS",
     "AgentSession",
+    "AgentUnavailable",
+    "ExternalAgent",
     "FormatError",
     "LimitsExceeded",
     "SessionLimits",
