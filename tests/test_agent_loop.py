@@ -37,9 +37,9 @@ def submit(summary: str) -> str:
 def scripted(
     tmp_path: Path, replies: list[str], fallback: str | None = None, first: int = 1
 ) -> ScriptedProvider:
-    """One rule per step (attempt N = step N, from `first`), then an optional catch-all."""
+    """One rule per step (step N, from `first`), then an optional catch-all."""
     rules: list[dict[str, Any]] = [
-        {"phase": "implement", "role": "producer", "attempt": n, "reply": reply}
+        {"phase": "implement", "role": "producer", "step": n, "reply": reply}
         for n, reply in enumerate(replies, first)
     ]
     if fallback is not None:
@@ -105,7 +105,7 @@ def test_reads_edits_runs_tests_and_submits(tmp_path: Path, repo: Path, tools: W
     assert result.usage["input_tokens"] > 0 and result.usage["output_tokens"] > 0
     assert result.cost == 0.0
     # the phase, role and step number reach the provider; each step sees the last observation
-    assert [r.attempt for r in provider.requests] == [1, 2, 3, 4]
+    assert [r.step for r in provider.requests] == [1, 2, 3, 4]
     assert {(r.phase, r.role) for r in provider.requests} == {("implement", "producer")}
     assert "return a - b" in provider.requests[1].messages[-1].content
     assert "1 passed" in provider.requests[3].messages[-1].content
@@ -205,7 +205,7 @@ def test_transcript_saved_after_every_step_and_resume_carries_history(
 
     class Watching(Recording):
         def complete(self, request: CompletionRequest) -> Completion:
-            if request.attempt > 1:  # the previous step is on disk before the next query
+            if request.step > 1:  # the previous step is on disk before the next query
                 seen.append(json.loads(transcript.read_text())["steps"])
             return super().complete(request)
 
@@ -233,8 +233,8 @@ def test_transcript_saved_after_every_step_and_resume_carries_history(
 
     assert result.exit_reason == "submitted"
     assert result.session_id == stopped.session_id
-    assert result.steps == 4  # the step count (and so `attempt`) carries on
-    assert [r.attempt for r in second.requests] == [3, 4]
+    assert result.steps == 4  # the step count (and so `step`) carries on
+    assert [r.step for r in second.requests] == [3, 4]
     history = [m.content for m in second.requests[0].messages]
     assert history[1] == "Fix add()."
     assert any("return a - b" in m for m in history)  # the earlier read_file observation

@@ -34,7 +34,10 @@ timeout_s = 60
 
 
 def sample_project(
-    root: Path, extra_toml: str = "", rules: list[dict[str, Any]] | None = None
+    root: Path,
+    extra_toml: str = "",
+    rules: list[dict[str, Any]] | None = None,
+    db_url: str | None = None,
 ) -> Project:
     """The demo's sample repo under git, on a scripted provider, with pytest as the judge."""
     write_sample_repo(root)
@@ -42,7 +45,7 @@ def sample_project(
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
     (root / "shipline.toml").write_text(SCRIPTED_TOML + JUDGE_TOML + extra_toml, encoding="utf-8")
-    project = Project(root, None)
+    project = Project(root, db_url)
     project.write_script((rules or []) + replay_rules())
     project.cli("init")
     return project
@@ -191,9 +194,18 @@ def test_nothing():
 """
 
 
-def test_red_ci_and_a_locked_test_edit_become_objections_and_the_ticket_recovers(
-    tmp_path: Path,
-) -> None:
+def replayed_reply(phase: str, title: str) -> str:
+    """The demo's recorded producer answer for a phase of a ticket."""
+    return str(
+        next(
+            rule["reply"]
+            for rule in replay_rules()
+            if rule["phase"] == phase and rule["role"] == "producer" and rule["title"] == title
+        )
+    )
+
+
+def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: Path) -> None:
     rules: list[dict[str, Any]] = [
         {  # tests attempt 1: a test that already passes tests nothing new
             "phase": "tests",
@@ -203,19 +215,25 @@ def test_red_ci_and_a_locked_test_edit_become_objections_and_the_ticket_recovers
             "reply": "### File: tests/test_shout.py\n```python\nfrom greet import greet\n\n\n"
             "def test_r1_r2_r3_greets():\n    assert greet('Ada') == 'Hello, Ada!'\n```\n",
         },
-        {  # implement attempt 1: --shout works, but the existing CLI test goes red
+        {  # implement: --shout works, but the existing CLI test goes red
             "phase": "implement",
+            "role": "producer",
+            "title": "shout",
+            "reply": SHOUT_CLI_RETURNS_1,
+        },
+        {  # fix-ci attempt 1: writes the locked test through a symlink in the repository
+            "phase": "fix-ci",
             "role": "producer",
             "title": "shout",
             "attempt": 1,
-            "reply": SHOUT_CLI_RETURNS_1,
+            "reply": WEAKENED_TEST_THROUGH_A_SYMLINK,
         },
-        {  # implement attempt 2: writes the locked test through a symlink in the repository
-            "phase": "implement",
+        {  # fix-ci attempt 2: the right code
+            "phase": "fix-ci",
             "role": "producer",
             "title": "shout",
             "attempt": 2,
-            "reply": WEAKENED_TEST_THROUGH_A_SYMLINK,
+            "reply": replayed_reply("implement", "shout"),
         },
     ]
     root = tmp_path / "repo"
@@ -229,24 +247,34 @@ def test_red_ci_and_a_locked_test_edit_become_objections_and_the_ticket_recovers
 
     detail = project.show(ticket_id)
     assert detail["status"] == "done"
+    assert [p["phase"] for p in detail["phases"]][-3:] == ["implement", "fix-ci", "review"]
     tests = attempts(detail, "tests")
     assert [a["verdict"]["source"] for a in tests] == ["judge", "validator"]
     assert tests[0]["verdict"]["objections"][0].startswith("the new tests already pass")
 
-    implement = attempts(detail, "implement")
-    assert [a["verdict"]["passed"] for a in implement] == [False, False, True]
-    red = implement[0]["verdict"]["objections"]
-    assert implement[0]["verdict"]["source"] == "judge"
-    assert red[0].startswith("CI is red: `")
-    assert "test_cli_prints_the_greeting" in red[0]  # the failure excerpt names the broken test
-    assert implement[1]["verdict"]["objections"] == [
-        "implementation.md changes the locked test tests/test_shout.py (on disk): make the "
+    # implement stands with red CI; the red run starts fix-ci with the failure excerpt
+    assert [a["verdict"]["passed"] for a in attempts(detail, "implement")] == [True]
+    assert any(e["message"] == "CI is red after implement: fix-ci starts" for e in detail["events"])
+    fix = attempts(detail, "fix-ci")
+    assert [a["verdict"]["passed"] for a in fix] == [False, True]
+    first_prompt = attempt_prompt(project, ticket_id, "fix-ci", 1)
+    assert "CI is red: `" in first_prompt
+    assert "test_cli_prints_the_greeting" in first_prompt  # the excerpt names the broken test
+    assert fix[0]["verdict"]["objections"] == [
+        "fix.md changes the locked test tests/test_shout.py (on disk): make the "
         "tests pass without modifying them"
     ]
-    # the third attempt's prompt carries the objections of both earlier attempts
-    prompt = attempt_prompt(project, ticket_id, "implement", 3)
-    assert "test_cli_prints_the_greeting" in prompt
-    assert "changes the locked test tests/test_shout.py" in prompt
+    # the second fix attempt's prompt carries the first one's objection
+    assert "changes the locked test tests/test_shout.py" in attempt_prompt(
+        project, ticket_id, "fix-ci", 2
+    )
+    runs = rows(
+        project,
+        "SELECT purpose, exit_code FROM judge_runs WHERE ticket_id = ? ORDER BY id",
+        ticket_id,
+    )
+    assert [purpose for purpose, _ in runs] == ["tests", "tests", "judge", "judge", "merge"]
+    assert [code for _, code in runs][2:] == [1, 0, 0]
 
     # the merged test file is the one the tests phase locked, and main is green
     locked = rows(project, "SELECT path FROM test_locks WHERE ticket_id = ?", ticket_id)
@@ -256,6 +284,23 @@ def test_red_ci_and_a_locked_test_edit_become_objections_and_the_ticket_recovers
     )
     assert len(main_log(project)) == 2
     assert_every_commit_is_green(project, tmp_path)
+
+
+def test_fix_ci_has_its_own_attempt_limit_then_hands_off(tmp_path: Path) -> None:
+    rules: list[dict[str, Any]] = [
+        {"phase": "implement", "role": "producer", "title": "shout", "reply": SHOUT_CLI_RETURNS_1},
+        {"phase": "fix-ci", "role": "producer", "title": "shout", "reply": SHOUT_CLI_RETURNS_1},
+    ]
+    extra = "\n[phases.fix-ci]\nmax_attempts = 2\n[phases.implement]\nmax_attempts = 5\n"
+    project = sample_project(tmp_path / "repo", extra, rules=rules)
+    feature = demo_ticket("feature")
+    ticket_id = project.add("feature", feature["title"], feature["body"])
+    project.cli("run")
+    detail = project.show(ticket_id)
+    assert detail["status"] == "needs-human"
+    assert detail["handoff_reason"].startswith("fix-ci used 2/2 attempts; remaining objections: CI")
+    assert [a["verdict"]["passed"] for a in attempts(detail, "fix-ci")] == [False, False]
+    assert len(main_log(project)) == 1  # main untouched
 
 
 WHISPER_DIAGNOSIS = """\
@@ -313,17 +358,56 @@ def main(argv: list[str] | None = None) -> int:
 '''
 
 
-def test_two_tickets_changing_one_file_the_second_is_rebased_and_handed_off_naming_it(
+BOTH_FLAGS = '''\
+### File: greet/cli.py
+```python
+"""Command line: `python -m greet.cli NAME [--shout] [--whisper]` prints the greeting."""
+
+from __future__ import annotations
+
+import argparse
+
+from greet import greet
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greet", description="Print a greeting.")
+    parser.add_argument("name", help="who to greet")
+    parser.add_argument("--shout", action="store_true", help="print the greeting in upper case")
+    parser.add_argument("--whisper", action="store_true", help="print it in lower case")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    message = greet(args.name)
+    if args.shout:
+        message = message.upper()
+    elif args.whisper:
+        message = message.lower()
+    print(message)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+```
+'''
+
+
+def test_two_tickets_changing_one_file_the_second_goes_through_fix_ci_and_merges(
     tmp_path: Path,
 ) -> None:
-    def producer(phase: str, reply: str) -> dict[str, Any]:
-        return {"phase": phase, "role": "producer", "title": "whisper", "reply": reply}
+    def producer(phase: str, reply: str, **match: Any) -> dict[str, Any]:
+        return {"phase": phase, "role": "producer", "reply": reply, **match}
 
     rules: list[dict[str, Any]] = [
-        producer("diagnose", WHISPER_DIAGNOSIS),
-        producer("tests", WHISPER_TESTS),
-        producer("implement", WHISPER_CODE),
-        producer("review", "## Verdict\napprove\n\n## Notes\nLower case, as asked.\n"),
+        producer("diagnose", WHISPER_DIAGNOSIS, title="whisper"),
+        producer("tests", WHISPER_TESTS, title="whisper"),
+        producer("implement", WHISPER_CODE, title="whisper"),
+        producer(
+            "review", "## Verdict\napprove\n\n## Notes\nLower case, as asked.\n", title="whisper"
+        ),
         {  # the shout ticket's first review is rejected, so the whisper ticket merges first
             "phase": "review",
             "role": "validator",
@@ -331,6 +415,9 @@ def test_two_tickets_changing_one_file_the_second_is_rebased_and_handed_off_nami
             "attempt": 1,
             "reply": '{"pass": false, "objections": ["say more about R3"]}',
         },
+        # fix-ci after the conflict: a first answer that leaves it, then the resolution
+        producer("fix-ci", WHISPER_TESTS, title="shout", attempt=1),
+        producer("fix-ci", BOTH_FLAGS, title="shout", attempt=2),
     ]
     project = sample_project(
         tmp_path / "repo", "\n[phases.review]\nmax_attempts = 1\n", rules=rules
@@ -346,18 +433,25 @@ def test_two_tickets_changing_one_file_the_second_is_rebased_and_handed_off_nami
     project.cli("retry", str(shout_id))
     project.cli("run")
     detail = project.show(shout_id)
-    assert detail["status"] == "needs-human"
-    assert detail["handoff_reason"].startswith(
-        "merge: rebasing onto main conflicts in greet/cli.py"
+    assert detail["status"] == "done", detail["handoff_reason"]
+    assert [p["phase"] for p in detail["phases"]][-2:] == ["review", "fix-ci"]
+    assert any(
+        e["message"] == "the merge found a conflict: fix-ci starts" for e in detail["events"]
     )
-    # main holds only the first ticket's green merge; the second left it untouched
-    assert len(main_log(project)) == 2
-    assert rows(project, "SELECT ticket_id FROM merges") == [(whisper_id,)]
+    fix = attempts(detail, "fix-ci")
+    assert fix[0]["verdict"]["objections"][0].startswith(
+        "the merge of main still conflicts in greet/cli.py"
+    )
+    prompt = attempt_prompt(project, shout_id, "fix-ci", 1)
+    assert "### greet/cli.py on main" in prompt and "### greet/cli.py on this ticket" in prompt
+    assert [a["verdict"]["passed"] for a in fix] == [False, True]
+    # main holds both tickets, each a single green commit on top of the other
+    log = main_log(project)
+    assert len(log) == 3 and log[0].endswith(f"shipline #{shout_id}: {feature['title']}")
+    cli = git(project.root, "show", "main:greet/cli.py")
+    assert "--shout" in cli and "--whisper" in cli
+    assert rows(project, "SELECT ticket_id FROM merges ORDER BY id") == [(whisper_id,), (shout_id,)]
     assert_every_commit_is_green(project, tmp_path)
-    # the shout worktree is clean (the rebase was aborted) and on its own branch
-    worktree = tmp_path / "repo.worktrees" / str(shout_id)
-    assert git(worktree, "status", "--porcelain", "--untracked-files=no") == ""
-    assert git(worktree, "branch", "--show-current").startswith(f"shipline/{shout_id}-")
 
 
 def attempt_prompt(project: Project, ticket_id: int, phase: str, number: int) -> str:
@@ -430,8 +524,10 @@ def code_judge(repo: Path, judge: str, **sections: dict[str, Any]) -> Any:
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "init")
+    from shipline.store.db import open_store
+
     settings = parse_settings({"judge": {"command": judge, "timeout_s": 1}, **sections}, "test")
-    return CodeJudge(settings, repo)
+    return CodeJudge(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo))
 
 
 def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -> None:
@@ -440,10 +536,10 @@ def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -
         ticket_id=7,
         title="hang",
         step_id=1,
-        phase="implement",
+        phase="fix-ci",
         number=1,
         text="### File: greet/extra.py\n```python\nX = 1\n```\n",
-        deliverable="implementation.md",
+        deliverable="fix.md",
         earlier={},
         locks={},
     )
@@ -474,3 +570,234 @@ def test_the_tests_command_selects_the_new_test_files_through_the_files_placehol
         == "pytest -q tests/test_a.py 'tests/it'\"'\"'s.py'"
     )
     assert tests_command("make test", ("tests/test_a.py",)) == "make test"
+
+
+# --- coding sessions as the producer of code phases ------------------------------------------
+
+
+def session_turn(step: int, reply: str, attempt: int | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "phase": "implement",
+        "role": "producer",
+        "title": "shout",
+        "step": step,
+        "reply": reply,
+    }
+    if attempt is not None:
+        rule["attempt"] = attempt
+    return rule
+
+
+def tool(name: str, **args: Any) -> str:
+    return "```tool\n" + json.dumps({"name": name, "args": args}) + "\n```\n"
+
+
+def test_implement_runs_a_builtin_agent_session_and_a_retry_resumes_it(tmp_path: Path) -> None:
+    code = replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+    red_code = code.replace("    return 0\n", "    return 0 if args.shout else 1\n")
+    rules = [
+        # attempt 1 reads the CLI and submits without a change: an objection
+        session_turn(1, tool("read_file", path="greet/cli.py")),
+        session_turn(2, "```submit\nNothing to do.\n```\n"),
+        # attempt 2 resumes the same session (steps go on): writes code that breaks a test
+        session_turn(3, tool("write_file", path="greet/cli.py", content=red_code)),
+        session_turn(4, tool("run_command", command="curl http://example.com")),
+        session_turn(5, "```submit\nAdded --shout.\n```\n"),
+        # red CI starts fix-ci, whose own session repairs the exit code
+        {
+            "phase": "fix-ci",
+            "role": "producer",
+            "title": "shout",
+            "step": 1,
+            "reply": tool(
+                "edit",
+                path="greet/cli.py",
+                search="return 0 if args.shout else 1",
+                replace="return 0",
+            ),
+        },
+        {
+            "phase": "fix-ci",
+            "role": "producer",
+            "title": "shout",
+            "step": 2,
+            "reply": "```submit\nmain() returns 0 again.\n```\n",
+        },
+    ]
+    extra = '\n[phases.implement]\nsession = "builtin"\n[phases.fix-ci]\nsession = "builtin"\n'
+    project = sample_project(tmp_path / "repo", extra, rules=rules)
+    feature = demo_ticket("feature")
+    ticket_id = project.add("feature", feature["title"], feature["body"])
+    project.cli("run")
+    detail = project.show(ticket_id)
+    assert detail["status"] == "done", detail["handoff_reason"]
+    implement = attempts(detail, "implement")
+    assert [a["verdict"]["passed"] for a in implement] == [False, True]
+    assert implement[0]["verdict"]["objections"] == [
+        "implementation.md: the session changed no file"
+    ]
+    report = rows(
+        project,
+        "SELECT a.text FROM attempts a JOIN steps s ON a.step_id = s.id "
+        "WHERE s.ticket_id = ? AND s.phase = 'implement' AND a.number = 2",
+        ticket_id,
+    )[0][0]
+    assert "exit: submitted" in report and "- greet/cli.py" in report
+    assert "Commit: " in report and '+    parser.add_argument("--shout"' in report
+    # every model turn of the sessions is a recorded call
+    turns = rows(
+        project,
+        "SELECT phase, COUNT(*) FROM calls WHERE ticket_id = ? AND role = 'producer' "
+        "AND phase IN ('implement', 'fix-ci') GROUP BY phase ORDER BY phase",
+        ticket_id,
+    )
+    assert turns == [("fix-ci", 2), ("implement", 5)]
+    # attempt 2's transcript carries attempt 1's history and every objection so far
+    folder = project.root / ".shipline" / "sessions" / f"ticket-{ticket_id}"
+    transcripts = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    second = next(t for t in transcripts if t["phase"] == "implement" and t["attempt"] == 2)
+    contents = [m["content"] for m in second["messages"]]
+    assert any(c.startswith("[read_file exit 0]") for c in contents)
+    assert any("Every objection so far" in c and "changed no file" in c for c in contents)
+    # every tool call is recorded; the network command was refused (exit 126)
+    calls = [(r["name"], r["exit_code"]) for r in second["tool_records"]]
+    assert calls == [("read_file", 0), ("write_file", 0), ("run_command", 126)]
+    # red CI after the session went to a fix-ci session, and main got the green result
+    assert [a["verdict"]["passed"] for a in attempts(detail, "fix-ci")] == [True]
+    assert "    return 0\n" in git(project.root, "show", "main:greet/cli.py")
+    assert_every_commit_is_green(project, tmp_path)
+
+
+# --- four tickets at once ---------------------------------------------------------------------
+
+
+def module_ticket_rules(n: int) -> list[dict[str, Any]]:
+    """A hotfix adding greet/extra_N.py (its own file, so four of them never conflict)."""
+    title = f"extra {n}"
+    diagnosis = f"""\
+## Reproduction
+    $ python -c "from greet.extra_{n} import value"
+    ModuleNotFoundError: No module named 'greet.extra_{n}'
+
+## Root cause
+greet has no extra_{n} module.
+
+## Fix plan
+Add greet/extra_{n}.py with `value()` returning {n}.
+
+## Regression test
+tests/test_extra_{n}.py: `value()` returns {n}.
+"""
+    tests = f"""\
+### File: tests/test_extra_{n}.py
+```python
+from greet.extra_{n} import value
+
+
+def test_value_is_{n}():
+    assert value() == {n}
+```
+"""
+    code = f"""\
+### File: greet/extra_{n}.py
+```python
+def value() -> int:
+    return {n}
+```
+"""
+    review = "## Verdict\napprove\n\n## Notes\nAs diagnosed.\n"
+    return [
+        {"phase": phase, "role": "producer", "title": title, "reply": reply}
+        for phase, reply in (
+            ("diagnose", diagnosis),
+            ("tests", tests),
+            ("implement", code),
+            ("review", review),
+        )
+    ]
+
+
+def test_four_tickets_run_in_parallel_in_their_own_worktrees_and_all_merge(
+    tmp_path: Path,
+) -> None:
+    rules = [rule for n in range(1, 5) for rule in module_ticket_rules(n)]
+    project = sample_project(tmp_path / "repo", rules=rules)
+    ids = [project.add("hotfix", f"Add extra {n}", f"Module extra_{n}.") for n in range(1, 5)]
+    project.cli("run", "--workers", "4")
+    for ticket_id in ids:
+        detail = project.show(ticket_id)
+        assert detail["status"] == "done", (ticket_id, detail["handoff_reason"])
+    # each ticket had its own worktree and branch
+    branches = rows(project, "SELECT message FROM events WHERE kind = 'workspace'")
+    assert len(branches) == 4
+    assert len({message for (message,) in branches}) == 4
+    # the workers overlapped: some ticket started before another had finished
+    spans = rows(
+        project,
+        "SELECT ticket_id, MIN(started_at), MAX(finished_at) FROM steps GROUP BY ticket_id",
+    )
+    overlapping = any(
+        a_start < b_end and b_start < a_end
+        for i, (_, a_start, a_end) in enumerate(spans)
+        for (_, b_start, b_end) in spans[i + 1 :]
+    )
+    assert overlapping, spans
+    # main got the four tickets, one green commit each, in some order
+    log = main_log(project)
+    assert len(log) == 5
+    assert sorted(line.split(": ", 1)[1] for line in log[:4]) == [
+        f"Add extra {n}" for n in range(1, 5)
+    ]
+    for n in range(1, 5):
+        assert f"return {n}" in git(project.root, "show", f"main:greet/extra_{n}.py")
+    assert sorted(ticket for (ticket,) in rows(project, "SELECT ticket_id FROM merges")) == ids
+    assert_every_commit_is_green(project, tmp_path)
+
+
+def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
+    tmp_path: Path, pg_url: str, monkeypatch: Any
+) -> None:
+    """Two workers on the team backend (the merge lock is PostgreSQL's advisory lock). GitHub
+    is unreachable here: `gh` is test_pull_requests' stand-in; the pushes are real."""
+    from test_pull_requests import GH
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    rules = [rule for n in (1, 2) for rule in module_ticket_rules(n)]
+    project = sample_project(tmp_path / "repo", '\n[merge]\nmode = "pr"\n', rules, pg_url)
+    git(project.root, "remote", "add", "origin", str(remote))
+    git(project.root, "push", "-q", "origin", "main")
+    state = tmp_path / "gh-state.json"
+    state.write_text(json.dumps({"remote": str(remote), "prs": [], "calls": []}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(GH.format(python=sys.executable))
+    (bin_dir / "gh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_GH_STATE", str(state))
+
+    ids = [project.add("hotfix", f"Add extra {n}", f"Module extra_{n}.") for n in (1, 2)]
+    project.cli("run", "--workers", "2")
+    prs = json.loads(state.read_text())["prs"]
+    assert len(prs) == 2
+    for ticket_id in ids:
+        detail = project.show(ticket_id)
+        assert detail["status"] == "done", detail["handoff_reason"]
+        (event,) = [e["message"] for e in detail["events"] if e["kind"] == "pr"]
+        assert event.startswith("pull request https://github.com/acme/widgets/pull/")
+        assert " opened: shipline/" in event
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        recorded = conn.execute(
+            'SELECT ticket_id, mode, url, "commit" FROM merges ORDER BY ticket_id'
+        ).fetchall()
+    assert [(t, mode) for t, mode, _, _ in recorded] == [(i, "pr") for i in ids]
+    assert sorted(url for _, _, url, _ in recorded) == sorted(pr["url"] for pr in prs)
+    for _, _, url, commit in recorded:
+        pr = next(pr for pr in prs if pr["url"] == url)
+        # the PR's branch on the remote holds the judged, rebased commit
+        assert git(remote, "rev-parse", f"refs/heads/{pr['head']}").strip() == commit
+        assert pr["base"] == "main"
+    # PR mode leaves the target to the forge: main is untouched
+    assert len(main_log(project)) == 1

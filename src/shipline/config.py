@@ -82,6 +82,10 @@ class PhaseSettings(_Strict):
     max_attempts: int = Field(default=3, ge=1)
     input_token_budget: int = Field(default=3000, ge=200)
     max_output_tokens: int = Field(default=768, ge=16)
+    # Code phases (tests, implement, fix-ci) only. Empty: one completion whose file blocks are
+    # applied. "builtin": the built-in agent loop on this phase's tier. Any other value names an
+    # external agent, `[agents.NAME]`. See docs/sessions.md.
+    session: str = ""
 
 
 class ValidatorSettings(_Strict):
@@ -122,8 +126,36 @@ class WorkspaceSettings(_Strict):
 class MergeSettings(_Strict):
     """`[merge]`: what happens after review passes with a green judge."""
 
-    mode: Literal["merge"] = "merge"  # rebase, re-judge, fast-forward the target
+    # merge: rebase, re-judge, fast-forward the target. pr: rebase, re-judge, push the branch and
+    # open (or find) one pull request with `gh`; the target is left to the forge.
+    mode: Literal["merge", "pr"] = "merge"
     target: str = Field(default="main", min_length=1)
+    remote: str = "origin"  # pr mode: where the branch is pushed
+
+
+class SessionSettings(_Strict):
+    """`[sessions]`: limits and policy of coding sessions (built-in loop and external agents)."""
+
+    max_steps: int = Field(default=40, ge=1)  # model turns of one attempt's session
+    max_tokens: int = Field(default=0, ge=0)  # input + output tokens of one run, 0: no limit
+    max_cost_usd: float = Field(default=0.0, ge=0)  # 0: no limit
+    max_wall_s: float = Field(default=1800.0, gt=0)  # an external agent is killed at this time
+    command_timeout_s: float = Field(default=300.0, gt=0)  # the built-in run_command tool
+    allow_network: bool = False  # False: run_command refuses curl, ssh, git push, … (a guard rail)
+    max_output_tokens: int = Field(default=2048, ge=16)  # per model turn of the built-in loop
+
+
+class AgentSettings(_Strict):
+    """`[agents.NAME]`: an external coding agent CLI used as a session runner."""
+
+    kind: Literal["codex", "claude", "gemini", "aider"]
+    command: str = ""  # the executable; empty: the kind's own name (codex, claude, gemini, aider)
+    model: str = ""
+    args: list[str] = Field(default_factory=list)  # extra arguments, appended
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment for the agent
+    # prices in USD per million tokens, for agents that report tokens but no cost
+    price_input_per_mtok: float | None = Field(default=None, ge=0)
+    price_output_per_mtok: float | None = Field(default=None, ge=0)
 
 
 class BudgetSettings(_Strict):
@@ -163,6 +195,8 @@ class Settings(_Strict):
     tests: TestsSettings = TestsSettings()
     workspaces: WorkspaceSettings = WorkspaceSettings()
     merge: MergeSettings = MergeSettings()
+    sessions: SessionSettings = SessionSettings()
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _tiers_name_providers(self) -> Settings:

@@ -94,8 +94,9 @@ def ticket_panel(detail: dict[str, Any]) -> Group:
     ):
         phases.add_column(column)
     for phase in detail["phases"]:
+        origin = {"ci": " (red CI)", "merge": " (after merge)"}.get(phase.get("origin") or "", "")
         phases.add_row(
-            phase["phase"],
+            phase["phase"] + origin,
             phase["deliverable"],
             styled(phase["status"]),
             f"{phase['attempts_used']}/{phase['attempts_allowed']}",

@@ -2,11 +2,13 @@
 
 With `[judge] command` set, the tests, implement and fix-ci phases change a real repository.
 Each ticket works in its own git worktree (created at its first code phase, reused after).
-An attempt starts from its phase's base commit (`refs/shipline/<id>/base-<phase>`, set the
-first time the phase runs), so a retried or resumed attempt never builds on a rejected one.
+A one-shot attempt starts from its step's base commit (`refs/shipline/<id>/base-<step id>`,
+set the first time the step runs), so a retried or resumed attempt never builds on a rejected
+one. A coding session commits its own work; the judge checks out that commit.
 
 - tests: the new tests are committed and run; they must fail for the right reason.
-- implement / fix-ci: the locked tests must be unchanged on disk and the judge green.
+- implement / fix-ci: the locked tests must be unchanged on disk. A red judge after implement
+  starts a fix-ci step (with the failure excerpt); a red judge after fix-ci is an objection.
 - after the last phase passes: the merge queue (squash, rebase, judge again, fast-forward).
 
 Every judge run's full log is written under `.shipline/logs/`; exit code and duration are
@@ -26,18 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from shipline.config import STATE_DIR, Settings
+from shipline.engine.merge_lock import merge_lock
 from shipline.judge.excerpt import FailureBlock, failure_excerpt, parse_pytest_log
 from shipline.judge.runner import CommandResult, run_judge
 from shipline.phases.markdown import FileBlockError, parse_file_blocks
 from shipline.store import models as m
+from shipline.store.db import Store
 from shipline.workspaces.files import _identity_env, apply_file_blocks, changed_locked_files
 from shipline.workspaces.files import lock_files as hash_each
+from shipline.workspaces.pr import PullRequest, PullRequestError, open_pull_request
 from shipline.workspaces.worktree import (
     UnsafePathError,
     Workspace,
-    _common_dir,
     _entries,
-    _flock,
     default_root,
     ensure_worktree,
     run_git,
@@ -62,6 +65,8 @@ class CodeOutcome:
     commit: str | None = None
     merge: dict[str, Any] | None = None  # merges row, once the target was fast-forwarded
     handoff: str | None = None  # the ticket needs a human (merge conflict, red after rebase)
+    red: str | None = None  # implement stands with red CI: the failure, for fix-ci
+    conflict: bool = False  # the handoff is a merge conflict (else a red judge after rebase)
 
 
 # --- decisions (pure) -------------------------------------------------------------------------
@@ -164,9 +169,10 @@ def _commit_all_staged(path: Path, message: str) -> bool:
 class CodeJudge:
     """Runs code phases' attempts in the ticket's worktree, and merges finished tickets."""
 
-    def __init__(self, settings: Settings, repo: Path) -> None:
+    def __init__(self, settings: Settings, repo: Path, store: Store) -> None:
         self.settings = settings
         self.repo = repo
+        self.store = store  # for the merge lock: an advisory lock on PostgreSQL
         configured = settings.workspaces.root
         self.root = (repo / configured) if configured else default_root(repo)
         self.logs = repo / STATE_DIR / "logs"
@@ -207,27 +213,71 @@ class CodeJudge:
         deliverable: str,
         earlier: Mapping[str, str],
         locks: Mapping[str, str],
+        origin: str | None = None,
+        session: bool = False,
     ) -> CodeOutcome:
-        """Apply an attempt's file blocks in the worktree and judge it (see the module doc)."""
+        """Put an attempt in the worktree and judge it (see the module doc).
+
+        A one-shot attempt's file blocks are applied on the step's base commit; a session's
+        attempt was committed by its session (its text names the commit), which is checked out.
+        Implement with red CI stands, with `red` set: the engine starts fix-ci after it.
+        """
         ws = self.workspace(ticket_id, title)
         outcome = CodeOutcome()
         if ws.created:
             outcome.events.append(("workspace", f"worktree {ws.path} on branch {ws.branch}"))
-        self._start(ws, ticket_id, phase)
-        try:
-            blocks = parse_file_blocks(text)
-            applied = apply_file_blocks(
-                ws.path,
-                [(b.path, b.content) for b in blocks],
-                f"shipline #{ticket_id} {phase}: attempt {number}",
+        base = self.base_ref(ticket_id, step_id)
+        if session:
+            commit = session_commit(text)
+            if commit is None or not _has_commit(ws.path, commit):
+                outcome.objections.append(
+                    f"{deliverable} names no commit of this worktree: the session's work is lost"
+                )
+                return outcome
+            self.start(ws, ticket_id, step_id, origin, merge_target=False)
+            _git(ws.path, "reset", "-q", "--hard", commit)
+            paths = _changed_paths(ws.path, base, commit)
+            if phase == "tests":
+                paths = tuple(path for path in paths if _looks_like_test(path))
+        else:
+            conflicts = self.start(ws, ticket_id, step_id, origin)
+            try:
+                blocks = parse_file_blocks(text)
+                applied = apply_file_blocks(
+                    ws.path,
+                    [(b.path, b.content) for b in blocks],
+                    f"shipline #{ticket_id} {phase}: attempt {number}",
+                    commit=origin != "merge",
+                )
+            except (FileBlockError, UnsafePathError) as exc:
+                outcome.objections.append(f"{deliverable} cannot be applied: {exc}")
+                return outcome
+            paths = applied.paths
+            if origin == "merge":
+                unresolved = _unmerged(ws.path)
+                if unresolved:
+                    outcome.objections.append(
+                        f"the merge of {self.settings.merge.target} still conflicts in "
+                        f"{', '.join(unresolved)}: write each of these files whole, resolved "
+                        f"(conflicted at the start: {', '.join(conflicts) or 'none'})"
+                    )
+                    return outcome
+                _commit_all_staged(
+                    ws.path, f"shipline #{ticket_id} {phase}: merge {self.settings.merge.target}"
+                )
+        marked = _conflict_markers(ws.path, _changed_paths(ws.path, base, "HEAD"))
+        if marked:
+            outcome.objections.append(
+                f"conflict markers remain in {', '.join(marked)}: resolve them"
             )
-        except (FileBlockError, UnsafePathError) as exc:
-            outcome.objections.append(f"{deliverable} cannot be applied: {exc}")
             return outcome
         budget = self.settings.phase(phase).input_token_budget  # ≈ a quarter of it, in chars
         context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
         if phase == "tests":
-            command = tests_command(self.settings.tests_command, applied.paths)
+            if not paths:
+                outcome.objections.append(f"{deliverable} wrote no test file")
+                return outcome
+            command = tests_command(self.settings.tests_command, paths)
             result = self._run(ws, command, "tests", context, outcome)
             outcome.objections = wrong_failure(
                 result,
@@ -237,7 +287,7 @@ class CodeJudge:
             )
             if not outcome.objections:
                 self._commit_deliverables(ws, ticket_id, {**earlier, deliverable: text})
-                outcome.locks = hash_each(ws.path, applied.paths)
+                outcome.locks = hash_each(ws.path, paths)
                 outcome.commit = _head(ws.path)
             return outcome
         changed = changed_locked_files(ws.path, locks)
@@ -249,25 +299,49 @@ class CodeJudge:
             ]
             return outcome
         result = self._run(ws, self.settings.judge.command, "judge", context, outcome)
-        if not result.ok:
-            outcome.objections.append(self._red(result, budget))
-        elif changed := changed_locked_files(ws.path, locks):
+        if changed := changed_locked_files(ws.path, locks):
             outcome.objections.append(
                 f"the judge run changed the locked tests {', '.join(changed)}: CI must not "
                 "rewrite tests"
             )
+        elif not result.ok and phase != "implement":
+            outcome.objections.append(self._red(result, budget))
         else:
+            if not result.ok:  # implement stands; fix-ci gets the failure (engine/loop.py)
+                outcome.red = self._red(result, budget)
             self._commit_deliverables(ws, ticket_id, {deliverable: text})
             outcome.commit = _head(ws.path)
         return outcome
 
-    def _start(self, ws: Workspace, ticket_id: int, phase: str) -> None:
-        """Reset the worktree to this phase's base commit (set now if the phase is new)."""
-        ref = f"refs/shipline/{ticket_id}/base-{phase}"
+    @staticmethod
+    def base_ref(ticket_id: int, step_id: int) -> str:
+        return f"refs/shipline/{ticket_id}/base-{step_id}"
+
+    def start(
+        self,
+        ws: Workspace,
+        ticket_id: int,
+        step_id: int,
+        origin: str | None,
+        *,
+        merge_target: bool = True,
+    ) -> list[str]:
+        """Reset the worktree to the step's base commit (set now if the step is new).
+
+        A fix-ci step after a failed merge then starts merging the target in (`git merge
+        --no-commit`): the attempt resolves what conflicts. Returns the conflicted paths.
+        """
+        ref = self.base_ref(ticket_id, step_id)
         if _git(ws.path, "rev-parse", "--verify", "-q", ref, check=False).returncode != 0:
             _git(ws.path, "update-ref", ref, "HEAD")
+        _git(ws.path, "merge", "--abort", check=False)
         _git(ws.path, "reset", "-q", "--hard", ref)
         _git(ws.path, "clean", "-q", "-fd")
+        if origin != "merge" or not merge_target:
+            return []
+        target = self.settings.merge.target
+        _git(ws.path, "merge", "-q", "--no-ff", "--no-commit", target, check=False)
+        return _unmerged(ws.path)
 
     def _red(self, result: CommandResult, budget_chars: int) -> str:
         status = (
@@ -342,18 +416,21 @@ class CodeJudge:
         step_id: int,
         number: int,
         deliverables: Mapping[str, str],
+        known_pr: str | None = None,
     ) -> CodeOutcome:
-        """Squash the ticket's branch, rebase it onto the target, judge it, fast-forward.
+        """Squash the ticket's branch, rebase it onto the target, judge it, then fast-forward
+        the target (`[merge] mode = "merge"`) or push and open one PR (`"pr"`).
 
-        One merge at a time per target branch (a file lock in the repository's git dir).
-        A conflict or a red judge leaves the target untouched and hands off.
+        One merge at a time per target branch (engine/merge_lock.py: a file lock on SQLite,
+        an advisory lock shared by every machine on PostgreSQL). A conflict or a red judge
+        leaves the target untouched and sets `handoff` (and `red`, what fix-ci gets).
         """
         target = self.settings.merge.target
+        mode = self.settings.merge.mode
         ws = self.workspace(ticket_id, title)
         outcome = CodeOutcome()
-        common = _common_dir(self.repo)
-        lock = common / f"shipline-merge-{re.sub(r'[^A-Za-z0-9._-]', '_', target)}.lock"
-        with _flock(lock):
+        pr: PullRequest | None = None
+        with merge_lock(self.store, self.repo, target, who=f"ticket #{ticket_id}"):
             _git(ws.path, "reset", "-q", "--hard", "HEAD")
             self._commit_deliverables(ws, ticket_id, deliverables)
             base = _git(ws.path, "merge-base", "HEAD", target).stdout.strip()
@@ -371,27 +448,72 @@ class CodeJudge:
                     f"merge: rebasing onto {target} conflicts in {named}; resolve it in "
                     f"{ws.path} (branch {ws.branch}), then `shipline retry {ticket_id}`"
                 )
+                outcome.conflict = True
+                outcome.red = self._conflict_context(ws, target, conflicts)
                 return outcome
             context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
             result = self._run(ws, self.settings.judge.command, "merge", context, outcome)
             if not result.ok:
+                outcome.red = self._red(result, self.settings.phase("fix-ci").input_token_budget)
                 outcome.handoff = (
                     f"merge: the judge is red after rebasing onto {target}; {target} was left "
-                    f"as it was.\n{self._red(result, 2000)}"
+                    f"as it was.\n{outcome.red}"
                 )
                 return outcome
             commit = _head(ws.path)
-            self._fast_forward(target, commit)
+            if mode == "pr":
+                try:
+                    pr = open_pull_request(
+                        ws.path,
+                        branch=ws.branch,
+                        target=target,
+                        remote=self.settings.merge.remote,
+                        title=f"shipline #{ticket_id}: {title}",
+                        body=_pr_body(ticket_id, title, commit, self.settings.judge.command),
+                        known_url=known_pr,
+                    )
+                except PullRequestError as exc:
+                    outcome.handoff = f"merge: {exc}"
+                    return outcome
+            else:
+                self._fast_forward(target, commit)
         outcome.commit = commit
         outcome.merge = {
             "ticket_id": ticket_id,
             "target": target,
             "commit": commit,
-            "mode": self.settings.merge.mode,
+            "mode": mode,
+            "url": pr.url if pr else None,
             "merged_at": m.utcnow(),
         }
-        outcome.events.append(("merged", f"{target} fast-forwarded to {commit[:10]} (judge green)"))
+        if pr is not None:
+            verb = "opened" if pr.created else "already open"
+            outcome.events.append(
+                ("pr", f"pull request {pr.url} {verb}: {ws.branch} → {target} at {commit[:10]}")
+            )
+        else:
+            outcome.events.append(
+                ("merged", f"{target} fast-forwarded to {commit[:10]} (judge green)")
+            )
         return outcome
+
+    def _conflict_context(self, ws: Workspace, target: str, conflicts: Sequence[str]) -> str:
+        """What fix-ci needs to resolve a conflict: both sides of every conflicted file."""
+        budget = self.settings.phase("fix-ci").input_token_budget * 2  # chars, for both sides
+        share = max(400, budget // max(1, 2 * len(conflicts)))
+        parts = [
+            f"Rebasing this ticket onto {target} conflicts in {', '.join(conflicts)}. "
+            f"{target} changed these files since the ticket branched. Write each file whole, "
+            f"keeping both {target}'s change and this ticket's."
+        ]
+        for path in conflicts:
+            for side, rev in ((target, target), ("this ticket", "HEAD")):
+                shown = _git(ws.path, "show", f"{rev}:{path}", check=False)
+                body = shown.stdout if shown.returncode == 0 else "(the file does not exist)\n"
+                if len(body) > share:
+                    body = body[:share] + f"\n… ({len(body) - share} more characters)\n"
+                parts.append(f"### {path} on {side}\n```\n{body.rstrip()}\n```")
+        return "\n\n".join(parts)
 
     def _fast_forward(self, target: str, commit: str) -> None:
         holder = next((e for e in _entries(self.repo) if e.branch == target), None)
@@ -401,6 +523,60 @@ class CodeJudge:
         old = _git(self.repo, "rev-parse", f"refs/heads/{target}").stdout.strip()
         _git(self.repo, "merge-base", "--is-ancestor", old, commit)
         _git(self.repo, "update-ref", f"refs/heads/{target}", commit, old)
+
+
+_COMMIT_LINE = re.compile(r"^Commit: ([0-9a-f]{40})$", re.MULTILINE)
+_MARKER = re.compile(r"^(<{7}|>{7})( |$)", re.MULTILINE)
+_TEST_NAME = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[^/]*$|[^/]*\.(test|spec)\.[^/]*$)")
+
+
+def session_commit(text: str) -> str | None:
+    """The commit a session's deliverable names (`Commit: <sha>`), or None."""
+    found = _COMMIT_LINE.search(text)
+    return found.group(1) if found else None
+
+
+def _has_commit(worktree: Path, sha: str) -> bool:
+    probe = _git(worktree, "cat-file", "-e", f"{sha}^{{commit}}", check=False)
+    return probe.returncode == 0
+
+
+def _changed_paths(worktree: Path, base: str, head: str) -> tuple[str, ...]:
+    """Files added or modified between two commits (deleted ones are not listed)."""
+    out = _git(worktree, "diff", "--name-only", "--diff-filter=AMR", base, head).stdout
+    return tuple(line for line in out.splitlines() if line)
+
+
+def _unmerged(worktree: Path) -> list[str]:
+    out = _git(worktree, "diff", "--name-only", "--diff-filter=U", check=False).stdout
+    return sorted(set(out.split()))
+
+
+def _conflict_markers(worktree: Path, paths: Sequence[str]) -> list[str]:
+    """The files among `paths` that still hold a conflict marker line."""
+    marked = []
+    for path in paths:
+        target = worktree / path
+        try:
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if _MARKER.search(text) and "=======" in text:
+            marked.append(path)
+    return marked
+
+
+def _looks_like_test(path: str) -> bool:
+    return bool(_TEST_NAME.search(path))
+
+
+def _pr_body(ticket_id: int, title: str, commit: str, judge: str) -> str:
+    return (
+        f"Ticket #{ticket_id}: {title}\n\n"
+        f"Written by shipline. The deliverables (spec, design, plan, tests, review) are under "
+        f"`.shipline/{ticket_id}/` on this branch. `{judge}` was green on {commit[:10]} after "
+        "rebasing onto the target.\n"
+    )
 
 
 def _in_repository(worktree: Path, name: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,17 @@ from shipline.budgets import over_budget
 from shipline.config import Settings
 from shipline.engine import sql
 from shipline.engine.code import CodeJudge, CodeOutcome
-from shipline.engine.prompt import build_prompt, render_blocks
+from shipline.engine.coding import CodingSessions, session_objections
+from shipline.engine.prompt import Prompt, build_prompt, render_blocks
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
 from shipline.engine.verdict import parse_verdict, strip_fence
-from shipline.errors import BudgetExceeded, ConfigError, ProviderError
-from shipline.judge.runner import JudgeError
+from shipline.errors import BudgetExceeded, ShiplineError, StoreError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
-from shipline.providers.base import CompletionRequest, Message, Role
+from shipline.providers.base import Completion, CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
+from shipline.sessions.agent import SessionResult
 from shipline.store import models as m
-from shipline.workspaces.worktree import WorkspaceError
 
 OnEvent = Callable[[int, str, str], None]
 LeaseUntil = Callable[[], datetime]
@@ -80,6 +80,7 @@ class AttemptContext:
     number: int  # the attempt number to produce (or to validate, if `pending` is set)
     pending: str | None  # an attempt committed by a worker that died before its verdict
     pending_id: int | None = None
+    origin: str | None = None  # an inserted step: "ci" (red after implement) or "merge"
 
 
 def renew_lease(conn: Connection | Session, claim: Claim, until: datetime) -> None:
@@ -101,6 +102,8 @@ def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
             sql.EARLIER_DELIVERABLES, {"tid": claim.ticket_id, "pos": row.position}
         )
     }
+    if row.context is not None:  # what the engine handed an inserted step (fix-ci's ci.log)
+        available["ci.log"] = row.context
     inputs = {name: available[name] for name in phase.inputs if name in available}
     history: list[dict[str, Any]] = []
     pending = None
@@ -121,6 +124,7 @@ def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
         pending.number if pending else number + 1,
         pending.text if pending else None,
         pending.id if pending else None,
+        row.origin,
     )
 
 
@@ -132,7 +136,9 @@ class AttemptRunner:
         self.settings: Settings = project.settings
         self.store = project.store
         self.on_event = on_event or (lambda _t, _k, _m: None)
-        self.code = CodeJudge(self.settings, Path(project.root))
+        self.code = CodeJudge(self.settings, Path(project.root), self.store)
+        self.sessions = CodingSessions(self.settings, Path(project.root), self.code)
+        self._lease_until: LeaseUntil = m.utcnow
 
     def _emit(self, ticket_id: int, kind: str, message: str) -> None:
         self.on_event(ticket_id, kind, message)
@@ -140,6 +146,7 @@ class AttemptRunner:
     # -- the attempt -------------------------------------------------------------------------
 
     def run(self, claim: Claim, ctx: AttemptContext, lease_until: LeaseUntil) -> None:
+        self._lease_until = lease_until
         phase = ctx.phase
         settings = self.settings.phase(phase.name)
         calls: list[dict[str, Any]] = []
@@ -147,7 +154,11 @@ class AttemptRunner:
         attempt_id = ctx.pending_id
         try:
             if text is None:
-                text, truncated, messages = self._produce(claim, ctx, calls)
+                text, truncated, messages = (
+                    self._produce_session(claim, ctx, calls)
+                    if self._session(phase.name)
+                    else self._produce(claim, ctx, calls)
+                )
                 attempt_id = self._commit_attempt(
                     claim, ctx, lease_until, text, truncated, messages, calls
                 )
@@ -158,7 +169,11 @@ class AttemptRunner:
                     f"{phase.name} attempt {ctx.number}: validating the attempt a lost "
                     "worker produced",
                 )
-            objections = phase.check(text, ctx.inputs)
+            objections = (
+                session_objections(text, phase.deliverable)
+                if self._session(phase.name)
+                else phase.check(text, ctx.inputs)
+            )
             source = "checks"
             code: CodeOutcome | None = None
             if not objections and self.code.handles(phase.name):
@@ -166,18 +181,17 @@ class AttemptRunner:
                 objections, source = code.objections, "judge" if code.objections else source
             if not objections and settings.validator:
                 objections, source = self._validate(claim, ctx, text, calls)
-            if not objections and claim.last and self.code.merges(claim.route):
+            red = code is not None and code.red is not None
+            if not objections and claim.last and not red and self.code.merges(claim.route):
                 code = self._merge(claim, ctx, text, code)
-                if code.handoff:
+                if code.handoff and not self._fix_after_merge(claim, code):
                     self._hand_off(claim, lease_until, code.handoff, calls, code)
                     return
-        except (
-            ProviderError,
-            BudgetExceeded,
-            ConfigError,
-            WorkspaceError,  # a worktree that cannot be made, a failed setup command, git
-            JudgeError,
-        ) as exc:
+        except StoreError:
+            raise  # the store itself failed: nothing can be recorded, the worker stops
+        except ShiplineError as exc:
+            # a dead provider chain, a budget, a worktree or setup failure, a judge that cannot
+            # start, an agent CLI that is missing, a PR that cannot be opened: a human's turn
             self._hand_off(claim, lease_until, f"{phase.name}: {exc}", calls)
             return
         assert attempt_id is not None
@@ -208,7 +222,20 @@ class AttemptRunner:
             deliverable=ctx.phase.deliverable,
             earlier=self._deliverables(claim),
             locks=locks,
+            origin=ctx.origin,
+            session=self._session(ctx.phase.name),
         )
+
+    def _fix_after_merge(self, claim: Claim, code: CodeOutcome) -> bool:
+        """A failed merge goes to fix-ci once (`code.red` then says what to fix), then to a
+        human: True when fix-ci gets it."""
+        with self.store.transaction() as conn:
+            tried = int(conn.execute(sql.MERGE_FIXES, {"tid": claim.ticket_id}).scalar() or 0)
+        if tried:
+            assert code.handoff is not None
+            code.handoff += " (fix-ci already had its one try after a failed merge)"
+            return False
+        return code.red is not None
 
     def _merge(
         self, claim: Claim, ctx: AttemptContext, text: str, before: CodeOutcome | None
@@ -220,12 +247,19 @@ class AttemptRunner:
             step_id=claim.step_id,
             number=ctx.number,
             deliverables={**self._deliverables(claim), ctx.phase.deliverable: text},
+            known_pr=self._known_pr(claim.ticket_id),
         )
         if before is not None:  # a route that ends on a code phase: keep its judge runs too
             outcome.runs[:0] = before.runs
             outcome.events[:0] = before.events
             outcome.locks = before.locks
         return outcome
+
+    def _known_pr(self, ticket_id: int) -> str | None:
+        """The PR recorded for this ticket, if any: a ticket never gets a second one."""
+        with self.store.transaction() as conn:
+            url = conn.execute(sql.KNOWN_PR, {"tid": ticket_id}).scalar()
+        return str(url) if url else None
 
     @staticmethod
     def _flush_code(
@@ -291,12 +325,13 @@ class AttemptRunner:
 
         return record
 
-    def _produce(
-        self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
-    ) -> tuple[str, bool, list[dict[str, str]]]:
+    def _session(self, phase: str) -> bool:
+        """Does this phase run a coding session (rather than one completion)?"""
+        return bool(self.settings.phase(phase).session) and self.code.handles(phase)
+
+    def _prompt(self, ctx: AttemptContext, session: bool = False) -> Prompt:
         phase = ctx.phase
-        settings = self.settings.phase(phase.name)
-        prompt = build_prompt(
+        return build_prompt(
             phase,
             {
                 "ticket": ctx.ticket,
@@ -305,9 +340,97 @@ class AttemptRunner:
                 "note": ctx.note,
                 "deliverable": phase.deliverable,
                 "phase": phase,
+                "session": session,
             },
-            settings.input_token_budget,
+            self.settings.phase(phase.name).input_token_budget,
         )
+
+    def _produce_session(
+        self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
+    ) -> tuple[str, bool, list[dict[str, str]]]:
+        """A coding session in the worktree (engine/coding.py); its report is the attempt."""
+        phase = ctx.phase
+        prompt = self._prompt(ctx, session=True)
+        runner = self.settings.phase(phase.name).session
+        self._emit(
+            claim.ticket_id,
+            "produce",
+            f"{phase.name} attempt {ctx.number}: coding session ({runner}) in the worktree",
+        )
+        sensitive = self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane)
+        record = self._recorder(claim, "producer", ctx.number, calls)
+
+        def complete(request: CompletionRequest) -> Completion:
+            self._check_budget(claim.ticket_id)
+            request = replace(
+                request,
+                attempt=ctx.number,
+                ticket_kind=ctx.ticket.kind,
+                ticket_title=ctx.ticket.title,
+            )
+            routed = self.project.router.complete(
+                self.settings.tier_for(phase.name), request, sensitive=sensitive, record=record
+            )
+            self._flush_session_calls(claim, calls)
+            return routed.completion
+
+        def record_agent_call(name: str, model: str, result: SessionResult, secs: float) -> None:
+            calls.append(
+                {
+                    "ticket_id": claim.ticket_id,
+                    "step_id": claim.step_id,
+                    "phase": claim.phase,
+                    "role": "producer",
+                    "attempt": ctx.number,
+                    "provider": name,
+                    "model": model,
+                    "tier": "agent",
+                    "input_tokens": result.usage.get("input_tokens", 0),
+                    "output_tokens": result.usage.get("output_tokens", 0),
+                    "cached_tokens": 0,
+                    "latency_ms": int(secs * 1000),
+                    "cost": result.cost,
+                    "fallback": False,
+                    "error": None if result.exit_reason == "submitted" else result.exit_reason,
+                    "created_at": m.utcnow(),
+                }
+            )
+
+        objections = [o for item in ctx.history for o in item["objections"]]
+        done = self.sessions.run(
+            ticket_id=claim.ticket_id,
+            title=ctx.ticket.title,
+            step_id=claim.step_id,
+            phase=phase.name,
+            number=ctx.number,
+            origin=ctx.origin,
+            task=prompt.messages,
+            objections=objections,
+            complete=complete,
+            record_agent_call=record_agent_call,
+        )
+        result = done.result
+        self._emit(
+            claim.ticket_id,
+            "session",
+            f"{phase.name} attempt {ctx.number}: session {result.session_id} {result.exit_reason} "
+            f"after {result.steps} steps, {len(result.tool_records)} tool calls",
+        )
+        return done.text, prompt.truncated, done.messages
+
+    def _flush_session_calls(self, claim: Claim, calls: list[dict[str, Any]]) -> None:
+        """A session's calls are written as they happen (a long session that dies keeps its
+        bill), fenced by the lease like every write of a claimed step."""
+        with self.store.transaction() as conn:
+            renew_lease(conn, claim, self._lease_until())
+            self._flush_calls(conn, calls)
+
+    def _produce(
+        self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
+    ) -> tuple[str, bool, list[dict[str, str]]]:
+        phase = ctx.phase
+        settings = self.settings.phase(phase.name)
+        prompt = self._prompt(ctx)
         self._emit(
             claim.ticket_id,
             "produce",
@@ -472,7 +595,22 @@ class AttemptRunner:
                     [("passed", f"{name} attempt {ctx.number}: passed ({source})")],
                     now,
                 )
-                if claim.last and (claim.parent_id is not None or name == "split"):
+                followup = self._followup(code)
+                if followup is not None:
+                    origin, context, why = followup
+                    sql.insert_step(
+                        conn,
+                        claim.ticket_id,
+                        self._position(conn, claim),
+                        "fix-ci",
+                        attempts_allowed=self.settings.phase("fix-ci").max_attempts,
+                        origin=origin,
+                        context=context,
+                    )
+                    sql.add_events(conn, claim.ticket_id, [("fix-ci", why)], now)
+                    conn.execute(sql.NEXT_STEP, {"tid": claim.ticket_id, "now": now})
+                    status = m.QUEUED
+                elif claim.last and (claim.parent_id is not None or name == "split"):
                     # rare: an epic's split creates children, a child may finish its epic
                     with self.store.orm(conn) as session:
                         ticket = get_ticket(session, claim.ticket_id)
@@ -505,6 +643,22 @@ class AttemptRunner:
                     )
                     message = f"{name} attempt {ctx.number} rejected: {objections[0]}"
         self._emit(claim.ticket_id, "verdict", message)
+
+    @staticmethod
+    def _followup(code: CodeOutcome | None) -> tuple[str, str, str] | None:
+        """(origin, context, event) of the fix-ci step an accepted attempt leaves, if any."""
+        if code is None or code.red is None:
+            return None
+        if code.handoff is not None:  # a failed merge, given to fix-ci once
+            kind = "a conflict" if code.conflict else "a red judge"
+            return "merge", code.red, f"the merge found {kind}: fix-ci starts"
+        return "ci", code.red, "CI is red after implement: fix-ci starts"
+
+    @staticmethod
+    def _position(conn: Connection, claim: Claim) -> int:
+        return int(
+            conn.execute(select(sql.S.c.position).where(sql.S.c.id == claim.step_id)).scalar_one()
+        )
 
     def _hand_off(
         self,

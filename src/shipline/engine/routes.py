@@ -12,6 +12,7 @@ from shipline.config import Settings
 from shipline.errors import ConfigError, TicketError
 
 KINDS = ("feature", "hotfix", "epic")
+SESSION_PHASES = ("tests", "implement", "fix-ci")  # the phases that change code
 _KEY = re.compile(r"^(?P<kind>[a-z][a-z0-9_-]*)(?:\.lane(?P<lane>[1-3]))?$")
 
 
@@ -30,6 +31,11 @@ def validate_routes(settings: Settings, source: str) -> None:
             if phase not in PHASES:
                 known = ", ".join(sorted(PHASES))
                 raise ConfigError(f"{where} names unknown phase {phase!r} (known: {known})")
+            if phase == "fix-ci":
+                raise ConfigError(
+                    f"{where} lists 'fix-ci': it is not routed, the engine starts it when CI "
+                    "is red after implement or a merge fails (set [phases.fix-ci] instead)"
+                )
             if phase in seen:
                 raise ConfigError(
                     f"{where} has a cycle: {phase!r} appears twice; a route runs each phase once"
@@ -48,6 +54,21 @@ def validate_routes(settings: Settings, source: str) -> None:
         if name not in PHASES:
             known = ", ".join(sorted(PHASES))
             raise ConfigError(f"{source} [phases.{name}] is not a phase (known: {known})")
+    for name, phase_settings in settings.phases.items():
+        session = phase_settings.session
+        if not session:
+            continue
+        if name not in SESSION_PHASES:
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r}: only the code phases "
+                f"({', '.join(SESSION_PHASES)}) run coding sessions"
+            )
+        if session != "builtin" and session not in settings.agents:
+            known = ", ".join(["builtin", *sorted(settings.agents)])
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r} is neither 'builtin' nor an "
+                f"[agents.{session}] entry (known: {known})"
+            )
     routed = {phase for phases in settings.routes.values() for phase in phases}
     for name in sorted(routed | set(settings.phases)):
         for key, tier in (

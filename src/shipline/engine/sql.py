@@ -58,6 +58,8 @@ CLAIM = (
         S.c.status,
         S.c.claims,
         S.c.note,
+        S.c.origin,
+        S.c.context,
         S.c.attempts_used,
         S.c.attempts_allowed,
         T.c.kind,
@@ -157,6 +159,16 @@ FINISH_TICKET = (
 )
 
 INSERT_ATTEMPT = insert(A)
+INSERT_STEP = insert(S)
+LATER_STEPS = (
+    select(S.c.id, S.c.position)
+    .where(S.c.ticket_id == bindparam("tid"), S.c.position > bindparam("pos"))
+    .order_by(S.c.position.desc())
+)
+MOVE_STEP = update(S).where(S.c.id == bindparam("sid")).values(position=bindparam("new_pos"))
+TICKET_ROUTE = select(T.c.route).where(T.c.id == bindparam("tid"))
+SET_ROUTE = update(T).where(T.c.id == bindparam("tid")).values(route=bindparam("route"))
+MERGE_FIXES = select(func.count()).where(S.c.ticket_id == bindparam("tid"), S.c.origin == "merge")
 INSERT_VERDICT = insert(V)
 INSERT_CALLS = insert(C)
 INSERT_EVENTS = insert(E)
@@ -179,6 +191,41 @@ DELETE_LOCKS = delete(L).where(L.c.ticket_id == bindparam("tid"))
 INSERT_LOCKS = insert(L)
 INSERT_JUDGE_RUNS = insert(J)
 INSERT_MERGE = insert(M)
+KNOWN_PR = select(M.c.url).where(M.c.ticket_id == bindparam("tid"), M.c.url.is_not(None))
+
+
+def insert_step(
+    conn: Connection,
+    ticket_id: int,
+    after: int,
+    phase: str,
+    *,
+    attempts_allowed: int,
+    origin: str,
+    context: str,
+) -> None:
+    """Insert a step the route did not list right after position `after` (fix-ci after red
+    CI or a failed merge); the later steps move down one, the ticket's route says so too."""
+    for sid, position in conn.execute(LATER_STEPS, {"tid": ticket_id, "pos": after}).all():
+        # highest first: (ticket_id, position) is unique and checked row by row
+        conn.execute(MOVE_STEP, {"sid": sid, "new_pos": position + 1})
+    conn.execute(
+        INSERT_STEP,
+        {
+            "ticket_id": ticket_id,
+            "position": after + 1,
+            "phase": phase,
+            "status": m.PENDING,
+            "attempts_allowed": attempts_allowed,
+            "attempts_used": 0,
+            "claims": 0,
+            "origin": origin,
+            "context": context,
+        },
+    )
+    route = list(conn.execute(TICKET_ROUTE, {"tid": ticket_id}).scalar_one())
+    route.insert(after + 1, phase)
+    conn.execute(SET_ROUTE, {"tid": ticket_id, "route": route})
 
 
 def add_events(

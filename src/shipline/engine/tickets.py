@@ -185,6 +185,7 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
                     "cost_text": charges.cost_text,
                     "models": sorted({f"{c.provider}/{c.model}" for c in step_calls if c.model}),
                     "note": step.note,
+                    "origin": step.origin,  # an inserted step: "ci" or "merge"
                     "attempts": [
                         {
                             "number": a.number,

@@ -32,6 +32,7 @@ class CompletionRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
+    step: int = 0  # the model turn of a coding session (1, 2, …); 0 outside a session
 
 
 @dataclass(frozen=True)

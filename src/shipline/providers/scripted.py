@@ -7,6 +7,7 @@ Format (docs/scripted-provider.md):
       - phase: discovery   # a phase name, or "*"
         role: producer     # producer | validator | "*" (default "*")
         attempt: 1         # optional: matches only this attempt
+        step: 2            # optional: only this model turn of a coding session
         kind: feature      # optional: ticket kind
         title: shout       # optional: case-insensitive substring of the ticket title
         reply: "..."       # or reply_file: a path relative to the script
@@ -43,6 +44,7 @@ class Rule(BaseModel):
     phase: str
     role: Literal["producer", "validator", "*"] = "*"
     attempt: int | None = Field(default=None, ge=1)
+    step: int | None = Field(default=None, ge=1)
     kind: str | None = None
     title: str | None = None
     reply: str | None = None
@@ -63,6 +65,7 @@ class Rule(BaseModel):
             self.phase in ("*", request.phase)
             and self.role in ("*", request.role)
             and (self.attempt is None or self.attempt == request.attempt)
+            and (self.step is None or self.step == request.step)
             and (self.kind is None or self.kind == request.ticket_kind)
             and (self.title is None or self.title.lower() in request.ticket_title.lower())
         )
@@ -133,7 +136,9 @@ class ScriptedProvider:
         if rule is None:
             raise ProviderError(
                 f"scripted provider {self.name!r} has no rule for phase={request.phase} "
-                f"role={request.role} attempt={request.attempt} kind={request.ticket_kind} "
+                f"role={request.role} attempt={request.attempt}"
+                + (f" step={request.step}" if request.step else "")
+                + f" kind={request.ticket_kind} "
                 f"title={request.ticket_title!r}",
                 retryable=False,
             )

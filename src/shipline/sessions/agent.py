@@ -154,12 +154,14 @@ class AgentSession:
         max_tokens: int = 4096,
         ticket_kind: str = "",
         ticket_title: str = "",
+        attempt: int = 1,
     ) -> None:
         self.provider, self.tools, self.transcript_path = provider, tools, Path(transcript_path)
         self.limits = limits or SessionLimits()
         self.phase, self.role, self.parser = phase, role, parser
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self.max_tokens, self.ticket_kind, self.ticket_title = max_tokens, ticket_kind, ticket_title
+        self.attempt = attempt
         self.messages: list[Message] = []
         self.tool_records: list[dict[str, Any]] = []
         self.steps = 0
@@ -225,7 +227,8 @@ class AgentSession:
                 messages=tuple(self.messages),
                 phase=self.phase,
                 role=self.role,
-                attempt=self.steps,
+                attempt=self.attempt,
+                step=self.steps,
                 ticket_kind=self.ticket_kind,
                 ticket_title=self.ticket_title,
                 max_tokens=self.max_tokens,

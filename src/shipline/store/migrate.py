@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect, text
 
 from shipline.errors import StoreError
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def alembic_config() -> Any:

@@ -120,6 +120,10 @@ class Step(Base):
     attempts_used: Mapped[int] = mapped_column(Integer, default=0)
     deliverable: Mapped[str | None] = mapped_column(Text, default=None)  # the accepted text
     note: Mapped[str | None] = mapped_column(Text, default=None)  # a human's retry note
+    # A step the engine inserted (not from the route): why ("ci": implement left CI red;
+    # "merge": the merge queue found a conflict or a red judge) and what it was handed.
+    origin: Mapped[str | None] = mapped_column(String(16), default=None)
+    context: Mapped[str | None] = mapped_column(Text, default=None)
     lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     claims: Mapped[int] = mapped_column(Integer, default=0)
@@ -249,5 +253,6 @@ class Merge(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
     target: Mapped[str] = mapped_column(String(200))
     commit: Mapped[str] = mapped_column(String(64))
-    mode: Mapped[str] = mapped_column(String(16))  # merge
+    mode: Mapped[str] = mapped_column(String(16))  # merge | pr
+    url: Mapped[str | None] = mapped_column(String(500), default=None)  # pr mode: the PR
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

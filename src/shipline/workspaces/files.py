@@ -106,11 +106,13 @@ def apply_file_blocks(
     message: str,
     *,
     author: tuple[str, str] | None = None,
+    commit: bool = True,
 ) -> AppliedFiles:
     """Write every (path, content) block, `git add` them and commit with `message`.
 
     All paths are checked first; one unsafe path refuses the whole set, and nothing is written.
-    A commit is made only when something changed.
+    A commit is made only when something changed. `commit=False` stops after `git add` (a
+    merge in progress is committed whole by its caller, never by paths).
     """
     if not message.strip():
         raise WorkspaceError("a commit message is required to apply file blocks")
@@ -132,6 +134,8 @@ def apply_file_blocks(
     if not paths:
         return AppliedFiles(paths=(), commit=None)
     _git(worktree, "add", "--", *paths)
+    if not commit:
+        return AppliedFiles(paths=paths, commit=None)
     staged = subprocess.run(
         ["git", "diff", "--cached", "--quiet", "--", *paths], cwd=worktree, check=False
     )

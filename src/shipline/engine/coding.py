@@ -1,0 +1,334 @@
+"""Coding sessions as a code phase's producer: `[phases.X] session = "builtin" | AGENT`.
+
+Instead of one completion whose file blocks are applied, the phase runs a session in the
+ticket's worktree: the built-in agent loop (sessions/agent.py) on the phase's tier, through the
+router (so every model turn is a recorded, budgeted, fallback-capable call), or an external
+agent CLI (sessions/external.py). The session's work is committed on the ticket's branch and
+the attempt's deliverable is a report naming that commit (`Commit: <sha>`), with the changed
+files and a bounded diff; the judge (engine/code.py) checks that commit out and judges it.
+
+Attempts and crashes:
+- attempt 1 starts on the step's base commit (a fix-ci after a failed merge, with the target
+  being merged in);
+- attempt N > 1 continues attempt N-1's session, history carried, from its commit, and is told
+  every objection so far (the transcript is copied, so each attempt keeps its own);
+- a worker that dies mid-session leaves the transcript (written after every step) and the
+  worktree: the next worker resumes that session where it stopped, and a session that had
+  finished is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from shipline.config import STATE_DIR, Settings
+from shipline.engine.code import CodeJudge, _changed_paths, _git
+from shipline.providers.base import Completion, CompletionRequest, Message
+from shipline.sessions.agent import (
+    AgentSession,
+    SessionLimits,
+    SessionResult,
+    resume,
+)
+from shipline.sessions.tools import DEFAULT_DENY, WorktreeTools
+
+Complete = Callable[[CompletionRequest], Completion]
+RecordAgentCall = Callable[[str, str, SessionResult, float], None]  # name, model, result, secs
+_DIFF_CHARS = 6000
+
+
+@dataclass(frozen=True)
+class SessionAttempt:
+    text: str  # the deliverable: the session's report, ending with `Commit: <sha>`
+    messages: list[dict[str, str]]  # what the attempt keeps as its prompt
+    result: SessionResult
+
+
+class _RoutedProvider:
+    """A Provider for the agent loop whose every call goes through the engine's router."""
+
+    name = "router"
+    in_house = False  # the router applies the ticket's in-house policy itself
+
+    def __init__(self, complete: Complete) -> None:
+        self._complete = complete
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        return self._complete(request)
+
+
+class CodingSessions:
+    def __init__(self, settings: Settings, repo: Path, code: CodeJudge) -> None:
+        self.settings, self.repo, self.code = settings, repo, code
+        self.folder = repo / STATE_DIR / "sessions"
+
+    def transcript(self, ticket_id: int, step_id: int, number: int) -> Path:
+        return self.folder / f"ticket-{ticket_id}" / f"step-{step_id}-attempt-{number}.json"
+
+    def run(
+        self,
+        *,
+        ticket_id: int,
+        title: str,
+        step_id: int,
+        phase: str,
+        number: int,
+        origin: str | None,
+        task: Sequence[Message],
+        objections: Sequence[str],
+        complete: Complete,
+        record_agent_call: RecordAgentCall,
+    ) -> SessionAttempt:
+        runner = self.settings.phase(phase).session
+        ws = self.code.workspace(ticket_id, title)
+        path = self.transcript(ticket_id, step_id, number)
+        earlier = self.transcript(ticket_id, step_id, number - 1)
+        data = _load(path)
+        if data is None:
+            if number > 1 and _load(earlier) is not None:
+                previous = _load(earlier) or {}
+                self.code.start(ws, ticket_id, step_id, origin, merge_target=False)
+                if previous.get("commit"):
+                    _git(ws.path, "reset", "-q", "--hard", previous["commit"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(earlier, path)
+                data = _load(path)
+                message = _objections_message(objections)
+            else:
+                self.code.start(ws, ticket_id, step_id, origin)
+                message = None
+        else:
+            message = "The session was interrupted and resumes here. Continue the task."
+        if data is not None and data.get("exit_reason") and data.get("attempt", number) == number:
+            result = _result_of(data)  # this attempt's session had finished: do not rerun it
+        elif runner == "builtin":
+            result = self._builtin(ws.path, path, phase, task, data, message, complete)
+        else:
+            result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
+        commit = _commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
+        _annotate(path, number=number, commit=commit, result=result)
+        base = self.code.base_ref(ticket_id, step_id)
+        text = _report(runner, result, ws.path, base, commit, path.relative_to(self.repo))
+        transcript = _load(path) or {}
+        messages = [
+            {"role": str(m["role"]), "content": str(m["content"])}
+            for m in transcript.get("messages", [])
+        ] or [{"role": m.role, "content": m.content} for m in task]
+        return SessionAttempt(text, messages, result)
+
+    # -- runners -------------------------------------------------------------------------------
+
+    def _limits(self) -> SessionLimits:
+        s = self.settings.sessions
+        return SessionLimits(
+            max_steps=s.max_steps,
+            max_tokens=s.max_tokens or None,
+            max_cost_usd=s.max_cost_usd or None,
+            max_wall_s=s.max_wall_s,
+        )
+
+    def _tools(self, worktree: Path) -> WorktreeTools:
+        s = self.settings.sessions
+        return WorktreeTools(
+            worktree,
+            command_timeout_s=s.command_timeout_s,
+            deny=() if s.allow_network else DEFAULT_DENY,
+        )
+
+    def _builtin(
+        self,
+        worktree: Path,
+        path: Path,
+        phase: str,
+        task: Sequence[Message],
+        data: dict[str, Any] | None,
+        message: str | None,
+        complete: Complete,
+    ) -> SessionResult:
+        options: dict[str, Any] = {
+            "limits": self._limits(),
+            "phase": phase,
+            "max_tokens": self.settings.sessions.max_output_tokens,
+        }
+        provider = _RoutedProvider(complete)
+        if data is not None:
+            return resume(path, provider, self._tools(worktree), message=message or "", **options)
+        session = AgentSession(provider, self._tools(worktree), path, **options)
+        return session.run(_task_text(task))
+
+    def _external(
+        self,
+        name: str,
+        worktree: Path,
+        path: Path,
+        task: Sequence[Message],
+        data: dict[str, Any] | None,
+        message: str | None,
+        record_agent_call: RecordAgentCall,
+    ) -> SessionResult:
+        from shipline.sessions.external import ExternalAgent
+
+        agent_settings = self.settings.agents[name]
+        agent = ExternalAgent(name, agent_settings)
+        prompt = _task_text(task) if data is None else (message or "")
+        log_path = path.with_suffix(".log")
+        started = time.monotonic()
+        result = agent.run(
+            prompt,
+            worktree,
+            resume_session_id=(data or {}).get("session_id"),
+            timeout_s=self.settings.sessions.max_wall_s,
+            log_path=log_path,
+        )
+        # calls record this run; the transcript (and the result) the whole session
+        earlier = _result_of(data) if data is not None else None
+        this_run, total = _split_usage(result, earlier, agent.kind.cumulative_usage)
+        record_agent_call(name, agent_settings.model, this_run, time.monotonic() - started)
+        result = total
+        history = list((data or {}).get("messages", []))
+        history += [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": result.final_text},
+        ]
+        _write(
+            path,
+            {
+                "version": 1,
+                "session_id": result.session_id,
+                "runner": name,
+                "steps": result.steps,
+                "usage": result.usage,
+                "cost": result.cost,
+                "exit_reason": result.exit_reason,
+                "final_text": result.final_text,
+                "messages": history,
+                "tool_records": result.tool_records,
+                "log": str(log_path),
+            },
+        )
+        return result
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _task_text(task: Sequence[Message]) -> str:
+    return "\n\n".join(m.content for m in task)
+
+
+def _objections_message(objections: Sequence[str]) -> str:
+    listed = "\n".join(f"- {o}" for o in objections) or "- (none recorded)"
+    return (
+        "Your last attempt was rejected. Every objection so far:\n"
+        f"{listed}\nFix them in the worktree, then submit again."
+    )
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _annotate(path: Path, *, number: int, commit: str, result: SessionResult) -> None:
+    data = _load(path) or {}
+    data.update(attempt=number, commit=commit, exit_reason=result.exit_reason)
+    _write(path, data)
+
+
+def _result_of(data: dict[str, Any]) -> SessionResult:
+    return SessionResult(
+        session_id=str(data.get("session_id", "")),
+        final_text=str(data.get("final_text", "")),
+        usage={k: int(v) for k, v in (data.get("usage") or {}).items()},
+        cost=data.get("cost"),
+        exit_reason=str(data.get("exit_reason")),
+        steps=int(data.get("steps", 0)),
+        tool_records=list(data.get("tool_records", [])),
+    )
+
+
+def _split_usage(
+    result: SessionResult, earlier: SessionResult | None, cumulative: bool
+) -> tuple[SessionResult, SessionResult]:
+    """(this run, the whole session) of an external agent's run, whichever it reported."""
+    if earlier is None:
+        return result, result
+    keys = ("input_tokens", "output_tokens")
+    before = {k: earlier.usage.get(k, 0) for k in keys}
+    reported = {k: result.usage.get(k, 0) for k in keys}
+    if cumulative:
+        run = {k: max(0, reported[k] - before[k]) for k in keys}
+        total = reported
+        run_cost = (
+            None if result.cost is None or earlier.cost is None else result.cost - earlier.cost
+        )
+        total_cost = result.cost
+    else:
+        run, total = reported, {k: before[k] + reported[k] for k in keys}
+        run_cost = result.cost
+        total_cost = (
+            None if result.cost is None or earlier.cost is None else (result.cost + earlier.cost)
+        )
+    return (
+        replace(result, usage=run, cost=run_cost),
+        replace(result, usage=total, cost=total_cost, steps=earlier.steps + result.steps),
+    )
+
+
+def _commit_work(worktree: Path, message: str) -> str:
+    """Commit everything the session changed (a merge in progress included); the new HEAD."""
+    _git(worktree, "add", "-A")
+    merging = _git(worktree, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False)
+    staged = _git(worktree, "diff", "--cached", "--quiet", check=False).returncode != 0
+    if staged or merging.returncode == 0:
+        _git(worktree, "commit", "-q", "--no-verify", "-m", message)
+    return _git(worktree, "rev-parse", "HEAD").stdout.strip()
+
+
+def _report(
+    runner: str, result: SessionResult, worktree: Path, base: str, commit: str, transcript: Path
+) -> str:
+    changed = _changed_paths(worktree, base, commit)
+    diff = _git(worktree, "diff", base, commit, check=False).stdout
+    if len(diff) > _DIFF_CHARS:
+        diff = diff[:_DIFF_CHARS] + f"\n… ({len(diff) - _DIFF_CHARS} more characters)\n"
+    cost = "unknown" if result.cost is None else f"${result.cost:.4f}"
+    files = "\n".join(f"- {path}" for path in changed) or "- (none)"
+    return (
+        f"## Session\nrunner: {runner}\nsession: {result.session_id}\n"
+        f"exit: {result.exit_reason}\nsteps: {result.steps}, tokens in "
+        f"{result.usage.get('input_tokens', 0)} / out {result.usage.get('output_tokens', 0)}, "
+        f"cost {cost}\ntool calls: {len(result.tool_records)}\ntranscript: {transcript}\n\n"
+        f"## Summary\n{result.final_text.strip() or '(none)'}\n\n"
+        f"## Changed files\n{files}\n\n## Diff\n```diff\n{diff.rstrip()}\n```\n\n"
+        f"Commit: {commit}\n"
+    )
+
+
+def session_objections(text: str, deliverable: str) -> list[str]:
+    """The deterministic checks of a session's report: it submitted, and it changed code."""
+    objections = []
+    exit_line = next((ln for ln in text.splitlines() if ln.startswith("exit: ")), "exit: ?")
+    reason = exit_line.removeprefix("exit: ")
+    if reason != "submitted":
+        objections.append(f"the session ended without submitting its work ({reason})")
+    if "## Changed files\n- (none)" in text:
+        objections.append(f"{deliverable}: the session changed no file")
+    return objections
