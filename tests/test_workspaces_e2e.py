@@ -801,3 +801,106 @@ def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
         assert pr["base"] == "main"
     # PR mode leaves the target to the forge: main is untouched
     assert len(main_log(project)) == 1
+
+
+def test_a_worker_killed_mid_session_is_resumed_where_the_session_stopped(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    code = replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+    rules = [
+        session_turn(1, tool("read_file", path="greet/cli.py")),
+        session_turn(2, tool("write_file", path="greet/cli.py", content=code)),
+        {**session_turn(3, tool("run_command", command="true")), "delay_s": 3},
+        session_turn(4, "```submit\nAdded --shout.\n```\n"),
+    ]
+    extra = (
+        '\n[phases.implement]\nsession = "builtin"\n'
+        "\n[worker]\nlease_s = 1.0\nheartbeat_s = 0.25\npoll_s = 0.1\n"
+    )
+    project = sample_project(tmp_path / "repo", extra, rules=rules)
+    feature = demo_ticket("feature")
+    ticket_id = project.add("feature", feature["title"], feature["body"])
+    folder = project.root / ".shipline" / "sessions" / f"ticket-{ticket_id}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "work"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until step 2 is saved: step 3 is now in flight
+            saved = list(folder.glob("*.json"))
+            if saved and json.loads(saved[0].read_text() or "{}").get("steps") == 2:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the session never reached step 2")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    # the killed worker left the file it wrote, uncommitted, in the worktree
+    worktree = tmp_path / "repo.worktrees" / str(ticket_id)
+    assert "--shout" in (worktree / "greet" / "cli.py").read_text()
+
+    project.cli("run")
+    detail = project.show(ticket_id)
+    assert detail["status"] == "done", detail["handoff_reason"]
+    [transcript] = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    contents = [m["content"] for m in transcript["messages"]]
+    assert any("interrupted and resumes here" in c for c in contents)
+    # no step was done twice: one read, one write, one command, then the submit
+    names = [r["name"] for r in transcript["tool_records"]]
+    assert names == ["read_file", "write_file", "run_command"]
+    assert transcript["steps"] == 4
+    turns = rows(
+        project,
+        "SELECT COUNT(*) FROM calls WHERE ticket_id = ? AND phase = 'implement' "
+        "AND role = 'producer'",
+        ticket_id,
+    )
+    assert turns == [(4,)]  # the call the kill cut short was never recorded
+    assert "--shout" in git(project.root, "show", "main:greet/cli.py")
+
+
+def test_a_failed_merge_goes_to_fix_ci_once_then_to_a_human(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    from shipline.engine import sql
+    from shipline.engine.code import CodeOutcome
+    from shipline.engine.loop import AttemptRunner, Claim
+    from shipline.engine.project import open_project
+
+    project = sample_project(tmp_path / "repo", db_url=store_url)
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.")
+    opened = open_project(project.root, db=store_url)
+    runner = AttemptRunner(opened)
+    claim = Claim(step_id=0, ticket_id=ticket_id, phase="review", token="t", resumed=False)
+
+    def failed_merge() -> CodeOutcome:
+        return CodeOutcome(handoff="merge: conflicts in a.py", red="both sides", conflict=True)
+
+    assert runner._fix_after_merge(claim, failed_merge()) is True
+    # a failure fix-ci has nothing to work from (gh refused the PR) is a human's at once
+    assert runner._fix_after_merge(claim, CodeOutcome(handoff="merge: gh failed")) is False
+    with opened.store.transaction() as conn:  # what the verdict does: fix-ci after diagnose
+        sql.insert_step(
+            conn, ticket_id, 0, "fix-ci", attempts_allowed=2, origin="merge", context="both"
+        )
+    phases = project.show(ticket_id)["phases"]
+    assert [(p["phase"], p["origin"]) for p in phases] == [
+        ("diagnose", None),
+        ("fix-ci", "merge"),
+        ("tests", None),
+        ("implement", None),
+        ("review", None),
+    ]
+    second = failed_merge()
+    assert runner._fix_after_merge(claim, second) is False
+    assert second.handoff == (
+        "merge: conflicts in a.py (fix-ci already had its one try after a failed merge)"
+    )
+    opened.close()
