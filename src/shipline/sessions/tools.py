@@ -437,7 +437,8 @@ TOOL_SPECS: list[dict[str, Any]] = [
           ["path", "search", "replace"], path=_STR, search=_STR, replace=_STR,
           replace_all={"type": "boolean"}),
     _spec("list_dir", "List a directory of the worktree.", [], path=_STR),
-    _spec("grep", "Search files for a regular expression.", ["pattern"], pattern=_STR, path=_STR),
+    _spec("grep", "Search files for a regular expression.", ["pattern"], pattern=_STR, path=_STR,
+          max_matches=_INT),
     _spec("run_command", "Run a shell command in the worktree (timeout, no network).",
           ["command"], command=_STR, timeout_s={"type": "number"}),
 ]  # fmt: skip
