@@ -516,7 +516,7 @@ def test_passing_new_tests_are_an_objection(tmp_path: Path) -> None:
 # --- a hanging judge, a failing setup ---------------------------------------------------------
 
 
-def code_judge(repo: Path, judge: str, **sections: dict[str, Any]) -> Any:
+def code_judge(repo: Path, judge: str, remote: Any = None, **sections: dict[str, Any]) -> Any:
     from shipline.config import parse_settings
     from shipline.engine.code import CodeJudge
 
@@ -527,7 +527,7 @@ def code_judge(repo: Path, judge: str, **sections: dict[str, Any]) -> Any:
     from shipline.store.db import open_store
 
     settings = parse_settings({"judge": {"command": judge, "timeout_s": 1}, **sections}, "test")
-    return CodeJudge(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo))
+    return CodeJudge(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo), remote)
 
 
 def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -> None:
@@ -550,6 +550,37 @@ def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -
     (run,) = outcome.runs
     assert run["timed_out"] is True and run["duration_s"] < 10
     assert "killed after the 1 s timeout" in Path(run["log_path"]).read_text()
+
+
+def test_another_judge_plugs_in_and_its_red_result_is_judged_like_ci(tmp_path: Path) -> None:
+    """The judge is an interface: a remote judge (GitHub checks) returns the same result."""
+    from shipline.judge.runner import CommandResult
+
+    asked: list[tuple[str, Path]] = []
+
+    class ChecksJudge:
+        def run(self, command: str, worktree: Path, timeout_s: float, log_path: Path) -> Any:
+            asked.append((command, worktree))
+            log = "FAILED tests/test_cli.py::test_help - checks: build (ubuntu) failed\n"
+            log_path.write_text(log)
+            return CommandResult(f"gh pr checks ({command})", 1, 2.5, log, timed_out=False)
+
+    judge = code_judge(tmp_path / "repo", "ci", ChecksJudge())
+    outcome = judge.attempt(
+        ticket_id=9,
+        title="remote",
+        step_id=1,
+        phase="fix-ci",
+        number=1,
+        text="### File: greet/extra.py\n```python\nX = 1\n```\n",
+        deliverable="fix.md",
+        earlier={},
+        locks={},
+    )
+    assert asked == [("ci", tmp_path / "repo.worktrees" / "9")]
+    assert outcome.objections[0].startswith("CI is red: `gh pr checks (ci)` exit 1 after 2.5 s")
+    assert "test_help" in outcome.objections[0]
+    assert outcome.runs[0]["exit_code"] == 1
 
 
 def test_a_failing_setup_command_is_a_clear_workspace_error(tmp_path: Path) -> None:

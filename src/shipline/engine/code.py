@@ -30,7 +30,7 @@ from typing import Any
 from shipline.config import STATE_DIR, Settings
 from shipline.engine.merge_lock import merge_lock
 from shipline.judge.excerpt import FailureBlock, failure_excerpt, parse_pytest_log
-from shipline.judge.runner import CommandResult, run_judge
+from shipline.judge.runner import CommandResult, Judge, LocalJudge
 from shipline.phases.markdown import FileBlockError, parse_file_blocks
 from shipline.store import models as m
 from shipline.store.db import Store
@@ -169,10 +169,13 @@ def _commit_all_staged(path: Path, message: str) -> bool:
 class CodeJudge:
     """Runs code phases' attempts in the ticket's worktree, and merges finished tickets."""
 
-    def __init__(self, settings: Settings, repo: Path, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, repo: Path, store: Store, judge: Judge | None = None
+    ) -> None:
         self.settings = settings
         self.repo = repo
         self.store = store  # for the merge lock: an advisory lock on PostgreSQL
+        self.judge = judge or LocalJudge()  # the interface a remote judge plugs into
         configured = settings.workspaces.root
         self.root = (repo / configured) if configured else default_root(repo)
         self.logs = repo / STATE_DIR / "logs"
@@ -369,7 +372,7 @@ class CodeJudge:
         count = len(list(folder.glob("*.log"))) + 1
         log_path = folder / f"{count:03d}-{purpose}.log"
         commit = _head(ws.path)
-        result = run_judge(command, ws.path, self.settings.judge.timeout_s, log_path=log_path)
+        result = self.judge.run(command, ws.path, self.settings.judge.timeout_s, log_path)
         outcome.runs.append(
             {
                 "ticket_id": ticket_id,

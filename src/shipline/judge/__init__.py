@@ -3,16 +3,20 @@
 from shipline.judge.excerpt import failure_excerpt
 from shipline.judge.runner import (
     CommandResult,
+    Judge,
     JudgeError,
     JudgeResult,
+    LocalJudge,
     run_command,
     run_judge,
 )
 
 __all__ = [
     "CommandResult",
+    "Judge",
     "JudgeError",
     "JudgeResult",
+    "LocalJudge",
     "failure_excerpt",
     "run_command",
     "run_judge",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from shipline.errors import ShiplineError
 
@@ -224,3 +224,24 @@ def run_judge(
     if timeout_s <= 0:
         raise JudgeError(f"[judge] timeout_s must be > 0 (got {timeout_s:g})")
     return run_command(command, cwd, timeout_s, env, max_log_chars=max_log_chars, log_path=log_path)
+
+
+class Judge(Protocol):
+    """Who decides whether the worktree's commit is green: the same result shape for all.
+
+    `LocalJudge` runs the project's CI command in the worktree. A remote judge (GitHub checks
+    through `gh pr checks`, say) would push the commit, wait for its checks up to `timeout_s`,
+    and return exit 0 for green, and the failing checks' output as the log, so the failure
+    excerpt, fix-ci and the merge queue work on it unchanged.
+    """
+
+    def run(
+        self, command: str, worktree: Path, timeout_s: float, log_path: Path
+    ) -> JudgeResult: ...
+
+
+class LocalJudge:
+    """`[judge] command`, run in the worktree with a timeout (the default judge)."""
+
+    def run(self, command: str, worktree: Path, timeout_s: float, log_path: Path) -> JudgeResult:
+        return run_judge(command, worktree, timeout_s, log_path=log_path)
