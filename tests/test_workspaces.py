@@ -363,8 +363,12 @@ def test_setup_log_has_secrets_redacted(repo: Path, root: Path) -> None:
 
 def test_remove_worktree_keeps_the_branch_unless_asked(repo: Path, root: Path) -> None:
     ws = ensure_worktree(repo, root, 60, "Gone")
+    git(repo, "update-ref", "refs/shipline/60/base-3", "HEAD")  # a code step's base
+    git(repo, "update-ref", "refs/shipline/600/base-4", "HEAD")  # another ticket's
     assert remove_worktree(repo, root, 60)
     assert not ws.path.exists()
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/shipline/").split()
+    assert refs == ["refs/shipline/600/base-4"]
     assert git(repo, "branch", "--list", ws.branch)
     assert not remove_worktree(repo, root, 60)  # idempotent
     assert remove_worktree(repo, root, 60, delete_branch=True)

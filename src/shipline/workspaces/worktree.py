@@ -470,6 +470,11 @@ def _remove(repo: Path, common: Path, path: Path, tid: str, delete_branch: bool)
         shutil.rmtree(path)
         run_git(repo, "worktree", "prune")
         removed = True
+    # the code judge's per-step base refs (engine/code.py) matter only while the ticket works
+    for ref in run_git(
+        repo, "for-each-ref", "--format=%(refname)", f"refs/shipline/{tid}/"
+    ).stdout.split():
+        run_git(repo, "update-ref", "-d", ref)
     if delete_branch:
         branch = branch or _ticket_branch(repo, tid)
         if branch and _branch_exists(repo, branch):
