@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from conftest import SCRIPTED_TOML, Project, demo_ticket, git, replay_rules
+from conftest import SCRIPTED_TOML, Project, demo_ticket, git, make_project, replay_rules
 from shipline.demo.sample import write_sample_repo
 from shipline.engine.code import wrong_failure
 from shipline.judge.runner import run_command
@@ -935,3 +935,27 @@ def test_a_failed_merge_goes_to_fix_ci_once_then_to_a_human(
         "merge: conflicts in a.py (fix-ci already had its one try after a failed merge)"
     )
     opened.close()
+
+
+def test_a_missing_agent_cli_hands_the_ticket_off_naming_the_config_key(tmp_path: Path) -> None:
+    extra = (
+        '\n[phases.implement]\nsession = "cx"\n'
+        '\n[agents.cx]\nkind = "codex"\ncommand = "/nonexistent/bin/codex"\n'
+    )
+    project = sample_project(tmp_path / "repo", extra, module_ticket_rules(1))
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.")
+    project.cli("run")
+    detail = project.show(ticket_id)
+    assert detail["status"] == "needs-human"
+    reason = detail["handoff_reason"]
+    assert reason.startswith("implement: ") and "/nonexistent/bin/codex" in reason
+    assert "[agents.cx] command" in reason
+
+
+def test_a_session_without_a_judge_is_a_config_error(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "repo", None)
+    (project.root / "shipline.toml").write_text(
+        SCRIPTED_TOML + '\n[phases.implement]\nsession = "builtin"\n', encoding="utf-8"
+    )
+    result = project.cli("ticket", "list", expect=2)
+    assert "[phases.implement] session = 'builtin' needs [judge] command" in result.stderr

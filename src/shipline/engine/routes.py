@@ -63,6 +63,11 @@ def validate_routes(settings: Settings, source: str) -> None:
                 f"{source} [phases.{name}] session = {session!r}: only the code phases "
                 f"({', '.join(SESSION_PHASES)}) run coding sessions"
             )
+        if not settings.judge.command.strip():
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r} needs [judge] command: a "
+                "session works in the ticket's worktree, which only exists with a judge"
+            )
         if session != "builtin" and session not in settings.agents:
             known = ", ".join(["builtin", *sorted(settings.agents)])
             raise ConfigError(
