@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -175,6 +176,14 @@ def run_git(
 
 
 def _common_dir(repo: Path) -> Path:
+    """The repository's common git dir (asked once per repository and process)."""
+    if not repo.is_dir():
+        raise WorkspaceError(f"repository {repo} does not exist")
+    return _common_dir_of(repo.resolve())
+
+
+@functools.lru_cache(maxsize=64)
+def _common_dir_of(repo: Path) -> Path:
     if not repo.is_dir():
         raise WorkspaceError(f"repository {repo} does not exist")
     proc = run_git(repo, "rev-parse", "--git-common-dir", check=False)
@@ -246,6 +255,40 @@ def _dir_owner(path: Path, common: Path) -> Literal["missing", "empty", "ours", 
     if gitdir is not None and gitdir.parent == common / "worktrees":
         return "ours"
     return "foreign"
+
+
+def _reusable(path: Path, common: Path) -> tuple[Path, str] | None:
+    """(git dir, branch) of a ticket worktree that is registered and whole, read from git's
+    own files; None sends the caller down the careful path (prune, list, repair, add).
+
+    Written by hand rather than asking git because it runs at every code attempt and the
+    careful path costs five git processes (bench/workspaces.py): the checks are what `git
+    worktree prune` and `_healthy` look at: our private git dir, pointing back at this
+    checkout, not locked (a crash during `worktree add` leaves it locked), HEAD on a branch
+    whose ref exists.
+    """
+    gitdir = _gitdir_of(path)
+    if gitdir is None or gitdir.parent != common / "worktrees" or (gitdir / "locked").exists():
+        return None
+    try:
+        back = Path((gitdir / "gitdir").read_text(encoding="utf-8").strip())
+        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if back.resolve() != (path / ".git").resolve() or not head.startswith("ref: refs/heads/"):
+        return None
+    branch = head.removeprefix("ref: refs/heads/")
+    if not (common / "refs" / "heads" / branch).is_file() and not _packed(common, branch):
+        return None
+    return gitdir, branch
+
+
+def _packed(common: Path, branch: str) -> bool:
+    try:
+        packed = (common / "packed-refs").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(line.endswith(f" refs/heads/{branch}") for line in packed.splitlines())
 
 
 def _healthy(entry: _Entry, path: Path) -> bool:
@@ -421,6 +464,14 @@ def ensure_worktree(
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     path = root / tid
+    reuse = _reusable(path, common)
+    if reuse is not None:  # the common case, every code attempt after the first: no git
+        git_dir, branch = reuse
+        (git_dir / LAST_USED).touch()
+        record = (
+            _run_setup(git_dir, path, setup, setup_timeout_s, env) if setup else read_setup(git_dir)
+        )
+        return Workspace(tid, branch, path, git_dir, False, (), record)
     with _flock(common / _REPO_LOCK):
         run_git(repo, "worktree", "prune")
         entries = _entries(repo)
