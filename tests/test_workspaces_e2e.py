@@ -758,6 +758,7 @@ def test_four_tickets_run_in_parallel_in_their_own_worktrees_and_all_merge(
     for ticket_id in ids:
         detail = project.show(ticket_id)
         assert detail["status"] == "done", (ticket_id, detail["handoff_reason"])
+        assert detail["merge"]["target"] == "main" and detail["merge"]["url"] is None
     # each ticket had its own worktree and branch
     branches = rows(project, "SELECT message FROM events WHERE kind = 'workspace'")
     assert len(branches) == 4
@@ -814,6 +815,10 @@ def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
     for ticket_id in ids:
         detail = project.show(ticket_id)
         assert detail["status"] == "done", detail["handoff_reason"]
+        assert detail["merge"]["mode"] == "pr"
+        assert detail["merge"]["url"].startswith("https://github.com/acme/widgets/pull/")
+        shown = project.cli("ticket", "show", str(ticket_id)).stdout
+        assert f"pull request {detail['merge']['url']} at {detail['merge']['commit'][:10]}" in shown
         (event,) = [e["message"] for e in detail["events"] if e["kind"] == "pr"]
         assert event.startswith("pull request https://github.com/acme/widgets/pull/")
         assert " opened: shipline/" in event

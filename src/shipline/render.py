@@ -78,6 +78,10 @@ def ticket_panel(detail: dict[str, Any]) -> Group:
             ", ".join(f"#{c['id']} {c['title']} [{c['status']}]" for c in detail["children"]),
         )
     head.add_row("tokens / cost", f"{detail['tokens']} / {detail['cost_text']}")
+    merge = detail.get("merge")
+    if merge:
+        where = f"pull request {merge['url']}" if merge["url"] else f"{merge['target']}"
+        head.add_row("merged" if not merge["url"] else "pr", f"{where} at {merge['commit'][:10]}")
     if detail["handoff_reason"]:
         head.add_row("handoff", Text(detail["handoff_reason"], style="yellow"))
 

@@ -158,6 +158,18 @@ def ticket_detail(store: Store, ticket_id: int) -> dict[str, Any]:
                 select(m.Dependency.depends_on_id).where(m.Dependency.ticket_id == ticket.id)
             )
         )
+        merge = session.scalars(select(m.Merge).where(m.Merge.ticket_id == ticket.id)).first()
+        detail["merge"] = (
+            {
+                "target": merge.target,
+                "commit": merge.commit,
+                "mode": merge.mode,
+                "url": merge.url,
+                "at": merge.merged_at.isoformat(),
+            }
+            if merge is not None
+            else None
+        )
         calls = list(
             session.scalars(select(m.Call).where(m.Call.ticket_id == ticket.id).order_by(m.Call.id))
         )
