@@ -67,6 +67,21 @@ def test_unknown_ticket_id_is_a_clear_error(sqlite_project: Project) -> None:
             '"chore.lane1" = ["plan"]\n',
             "has no route for kind 'chore'",
         ),
+        (
+            '[routes]\nfeature = ["implement", "fix-ci"]\nhotfix = ["diagnose"]\n'
+            'epic = ["split"]\n',
+            "lists 'fix-ci': it is not routed",
+        ),
+        (
+            '[judge]\ncommand = "true"\n[phases.review]\nsession = "builtin"\n',
+            "session = 'builtin': only the code phases",
+        ),
+        (
+            '[judge]\ncommand = "true"\n[phases.implement]\nsession = "codx"\n',
+            "session = 'codx' is neither 'builtin' nor an [agents.codx] entry",
+        ),
+        ('[agents.cx]\nkind = "cursor"\n', "[agents.cx.kind]"),
+        ('[merge]\nmode = "squash"\n', "[merge.mode]"),
     ],
 )
 def test_broken_config_is_a_clear_error(tmp_path: Path, toml: str, message: str) -> None:
