@@ -60,6 +60,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from shipline.config import scripted_toml
 from shipline.demo.sample import DEMO_TICKETS, REPLAY_SCRIPT
 
 PHASES = ["discovery", "techspec", "plan", "tests", "implement", "review"]
@@ -128,20 +129,13 @@ def wal_normal(conn: Any) -> None:
 
 # -- shipline ----------------------------------------------------------------------------------
 
-SHIPLINE_CONFIG = """\
-[providers.script]
-kind = "scripted"
-script = "bench-script.yaml"
-
-[tiers]
-top = ["script"]
-mid = ["script"]
-cheap = ["script"]
-local = ["script"]
-
+SHIPLINE_CONFIG = (
+    scripted_toml("script", "bench-script.yaml")
+    + """
 [worker]
 poll_s = 0.01
 """
+)
 
 
 def _shipline_project(tmp: Path, rules: list[dict[str, Any]], tickets: int) -> tuple[Any, float]:

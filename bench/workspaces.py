@@ -62,6 +62,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from shipline.config import scripted_toml
 from shipline.demo.sample import DEMO_TICKETS, REPLAY_SCRIPT, write_sample_repo
 from shipline.engine import code
 from shipline.engine.project import open_project
@@ -282,21 +283,14 @@ PYTEST = (
     f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 {shlex.quote(sys.executable)} -m pytest -q "
     "-p no:cacheprovider"
 )
-TICKETS_TOML = f"""\
-[providers.script]
-kind = "scripted"
-script = "script.yaml"
-
-[tiers]
-top = ["script"]
-mid = ["script"]
-cheap = ["script"]
-local = ["script"]
-
+TICKETS_TOML = (
+    scripted_toml("script", "script.yaml")
+    + f"""
 [judge]
 command = "{PYTEST}"
 timeout_s = 60
 """
+)
 KINDS = ("feature", "hotfix")  # the two demo tickets that touch different code: they both merge
 
 

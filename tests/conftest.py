@@ -16,6 +16,8 @@ import psycopg
 import pytest
 import yaml
 
+from shipline.config import scripted_toml
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -95,17 +97,7 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-SCRIPTED_TOML = """\
-[providers.script]
-kind = "scripted"
-script = "script.yaml"
-
-[tiers]
-top = ["script"]
-mid = ["script"]
-cheap = ["script"]
-local = ["script"]
-"""
+SCRIPTED_TOML = scripted_toml("script", "script.yaml")
 
 
 def make_project(
@@ -158,3 +150,24 @@ def project(tmp_path: Path, store_url: str | None) -> Project:
 @pytest.fixture
 def sqlite_project(tmp_path: Path) -> Project:
     return make_project(tmp_path / "repo", None)
+
+
+def scripted_provider(tmp_path: Path, rules: list[dict[str, Any]]) -> Any:
+    """A scripted provider (the product's) reading `rules` from a file in tmp_path."""
+    from shipline.providers.scripted import ScriptedProvider
+
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
+    return ScriptedProvider.from_file("scripted", path)
+
+
+class Recording:
+    """Delegates to a provider and keeps the requests it was sent."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name, self.in_house = inner, inner.name, True
+        self.requests: list[Any] = []
+
+    def complete(self, request: Any) -> Any:
+        self.requests.append(request)
+        return self.inner.complete(request)

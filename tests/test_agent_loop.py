@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import Recording, scripted_provider
 from shipline.providers.base import Completion, CompletionRequest
 from shipline.providers.scripted import ScriptedProvider
 from shipline.sessions import (
@@ -44,21 +45,7 @@ def scripted(
     ]
     if fallback is not None:
         rules.append({"phase": "*", "reply": fallback})
-    path = tmp_path / "script.yaml"
-    path.write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
-    return ScriptedProvider.from_file("scripted", path)
-
-
-class Recording:
-    """Delegates to a provider and keeps the requests, to look at what the model was sent."""
-
-    def __init__(self, inner: ScriptedProvider) -> None:
-        self.inner, self.name, self.in_house = inner, inner.name, True
-        self.requests: list[CompletionRequest] = []
-
-    def complete(self, request: CompletionRequest) -> Completion:
-        self.requests.append(request)
-        return self.inner.complete(request)
+    return scripted_provider(tmp_path, rules)
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
+from conftest import Recording, scripted_provider
 from loopback import chat_reply, chat_tool_reply, error_reply, loopback, messages_reply
 from shipline.config import ProviderSettings
 from shipline.engine.coding import _RoutedProvider
@@ -22,7 +21,6 @@ from shipline.providers.anthropic_provider import AnthropicProvider
 from shipline.providers.base import Completion, CompletionRequest, Message, ToolCall, as_text
 from shipline.providers.openai_compat import OpenAICompatProvider
 from shipline.providers.router import Router
-from shipline.providers.scripted import ScriptedProvider
 from shipline.sessions import (
     AgentSession,
     SessionLimits,
@@ -59,22 +57,7 @@ def anthropic(url: str) -> AnthropicProvider:
     return AnthropicProvider("an", settings, environ=ENV)
 
 
-def scripted(tmp_path: Path, rules: list[dict[str, Any]]) -> ScriptedProvider:
-    path = tmp_path / "script.yaml"
-    path.write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
-    return ScriptedProvider.from_file("scripted", path)
-
-
-class Recording:
-    """Delegates to a provider and keeps the requests it was sent."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.name, self.in_house = inner, inner.name, True
-        self.requests: list[CompletionRequest] = []
-
-    def complete(self, request: CompletionRequest) -> Completion:
-        self.requests.append(request)
-        return self.inner.complete(request)
+scripted = scripted_provider
 
 
 @pytest.fixture

@@ -615,13 +615,13 @@ def test_codex_as_implements_session_runner_turns_ci_green_and_merges(
         attempts,
         git,
         main_log,
-        replayed_reply,
         rows,
         sample_project,
+        shout_code,
     )
 
     binary = npm_cli("codex")
-    code = replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+    code = shout_code()
 
     def writes_the_code(body: dict[str, Any], answered: bool, call_id: str) -> bytes:
         if answered:

@@ -158,42 +158,6 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
     assert (foreign / "mine.txt").read_text() == "not shipline's"
 
 
-SHOUT_CLI_RETURNS_1 = '''\
-### File: greet/cli.py
-```python
-"""Command line: `python -m greet.cli NAME [--shout]` prints the greeting for NAME."""
-
-from __future__ import annotations
-
-import argparse
-
-from greet import greet
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greet", description="Print a greeting.")
-    parser.add_argument("name", help="who to greet")
-    parser.add_argument("--shout", action="store_true", help="print the greeting in upper case")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    message = greet(args.name)
-    print(message.upper() if args.shout else message)
-    return 0 if args.shout else 1
-```
-'''
-
-WEAKENED_TEST_THROUGH_A_SYMLINK = """\
-### File: greet/shout_cases.py
-```python
-def test_nothing():
-    assert True
-```
-"""
-
-
 def replayed_reply(phase: str, title: str) -> str:
     """The demo's recorded producer answer for a phase of a ticket."""
     return str(
@@ -203,6 +167,27 @@ def replayed_reply(phase: str, title: str) -> str:
             if rule["phase"] == phase and rule["role"] == "producer" and rule["title"] == title
         )
     )
+
+
+def shout_code() -> str:
+    """The demo's recorded greet/cli.py with --shout (the body of its file block)."""
+    return replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+
+
+# --shout works, but main() returns 1 without it: the existing CLI test goes red
+SHOUT_CLI_RETURNS_1 = replayed_reply("implement", "shout").replace(
+    "    return 0\n", "    return 0 if args.shout else 1\n"
+)
+assert replayed_reply("implement", "shout") != SHOUT_CLI_RETURNS_1
+
+
+WEAKENED_TEST_THROUGH_A_SYMLINK = """\
+### File: greet/shout_cases.py
+```python
+def test_nothing():
+    assert True
+```
+"""
 
 
 def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: Path) -> None:
@@ -624,8 +609,7 @@ def tool(name: str, **args: Any) -> str:
 
 
 def test_implement_runs_a_builtin_agent_session_and_a_retry_resumes_it(tmp_path: Path) -> None:
-    code = replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
-    red_code = code.replace("    return 0\n", "    return 0 if args.shout else 1\n")
+    red_code = shout_code().replace("    return 0\n", "    return 0 if args.shout else 1\n")
     rules = [
         # attempt 1 reads the CLI and submits without a change: an objection
         session_turn(1, tool("read_file", path="greet/cli.py")),
@@ -845,7 +829,7 @@ def test_a_worker_killed_mid_session_is_resumed_where_the_session_stopped(
     import signal
     import time
 
-    code = replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+    code = shout_code()
     rules = [
         session_turn(1, tool("read_file", path="greet/cli.py")),
         session_turn(2, tool("write_file", path="greet/cli.py", content=code)),

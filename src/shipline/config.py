@@ -178,8 +178,18 @@ def _default_providers() -> dict[str, ProviderSettings]:
     return {"local": ProviderSettings(kind="local", model="SmolLM2-135M-Instruct")}
 
 
+DEFAULT_TIERS = ("top", "mid", "cheap", "local")
+
+
 def _default_tiers() -> dict[str, list[str]]:
-    return {name: ["local"] for name in ("top", "mid", "cheap", "local")}
+    return {name: ["local"] for name in DEFAULT_TIERS}
+
+
+def scripted_toml(provider: str, script: str) -> str:
+    """shipline.toml lines that send every default tier to one scripted provider (the demo's
+    replay, the tests, the benchmarks)."""
+    tiers = "\n".join(f'{tier} = ["{provider}"]' for tier in DEFAULT_TIERS)
+    return f'[providers.{provider}]\nkind = "scripted"\nscript = "{script}"\n\n[tiers]\n{tiers}\n'
 
 
 class Settings(_Strict):

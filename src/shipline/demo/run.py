@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shipline.config import scripted_toml
 from shipline.demo.sample import DEMO_TICKETS, write_sample_repo
 from shipline.engine.project import open_project
 from shipline.engine.tickets import NewTicket, create_ticket, list_tickets, ticket_detail
@@ -68,18 +69,10 @@ max_attempts = 2
 max_output_tokens = 256
 """
 
-REPLAY_CONFIG = """\
-# shipline demo, replayed: the scripted provider answers from replay.yaml (recorded answers).
-[providers.replay]
-kind = "scripted"
-script = "replay.yaml"
-
-[tiers]
-top = ["replay"]
-mid = ["replay"]
-cheap = ["replay"]
-local = ["replay"]
-"""
+REPLAY_CONFIG = (
+    "# shipline demo, replayed: the scripted provider answers from replay.yaml (recorded "
+    "answers).\n" + scripted_toml("replay", "replay.yaml")
+)
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -156,6 +156,16 @@ def _head(path: Path) -> str:
     return _git(path, "rev-parse", "HEAD").stdout.strip()
 
 
+def commit_work(worktree: Path, message: str) -> str:
+    """Commit everything in the worktree (a merge in progress included); the new HEAD."""
+    _git(worktree, "add", "-A")
+    merging = _git(worktree, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False)
+    staged = _git(worktree, "diff", "--cached", "--quiet", check=False).returncode != 0
+    if staged or merging.returncode == 0:
+        _git(worktree, "commit", "-q", "--no-verify", "-m", message)
+    return _head(worktree)
+
+
 def _commit_all_staged(path: Path, message: str) -> bool:
     if _git(path, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return False
@@ -239,9 +249,6 @@ class CodeJudge:
                 return outcome
             self.start(ws, ticket_id, step_id, origin, merge_target=False)
             _git(ws.path, "reset", "-q", "--hard", commit)
-            paths = _changed_paths(ws.path, base, commit)
-            if phase == "tests":
-                paths = tuple(path for path in paths if _looks_like_test(path))
         else:
             conflicts = self.start(ws, ticket_id, step_id, origin)
             try:
@@ -265,10 +272,13 @@ class CodeJudge:
                         f"(conflicted at the start: {', '.join(conflicts) or 'none'})"
                     )
                     return outcome
-                _commit_all_staged(
+                commit_work(
                     ws.path, f"shipline #{ticket_id} {phase}: merge {self.settings.merge.target}"
                 )
-        marked = _conflict_markers(ws.path, _changed_paths(ws.path, base, "HEAD"))
+        touched = _changed_paths(ws.path, base, "HEAD")
+        if session:  # the new tests are the changed files that look like tests
+            paths = tuple(path for path in touched if _looks_like_test(path))
+        marked = _conflict_markers(ws.path, touched)
         if marked:
             outcome.objections.append(
                 f"conflict markers remain in {', '.join(marked)}: resolve them"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shipline.config import STATE_DIR, Settings
-from shipline.engine.code import CodeJudge, _changed_paths, _git
+from shipline.engine.code import CodeJudge, _changed_paths, _git, commit_work
 from shipline.providers.base import Completion, CompletionRequest, Message
 from shipline.sessions.agent import (
     AgentSession,
@@ -92,8 +92,8 @@ class CodingSessions:
         earlier = self.transcript(ticket_id, step_id, number - 1)
         data = _load(path)
         if data is None:
-            if number > 1 and _load(earlier) is not None:
-                previous = _load(earlier) or {}
+            previous = _load(earlier) if number > 1 else None
+            if previous is not None:
                 self.code.start(ws, ticket_id, step_id, origin, merge_target=False)
                 if previous.get("commit"):
                     _git(ws.path, "reset", "-q", "--hard", previous["commit"])
@@ -112,7 +112,7 @@ class CodingSessions:
             result = self._builtin(ws.path, path, phase, task, data, message, complete)
         else:
             result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
-        commit = _commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
+        commit = commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
         _annotate(path, number=number, commit=commit, result=result)
         base = self.code.base_ref(ticket_id, step_id)
         text = _report(runner, result, ws.path, base, commit, path.relative_to(self.repo))
@@ -290,16 +290,6 @@ def _split_usage(
         replace(result, usage=run, cost=run_cost),
         replace(result, usage=total, cost=total_cost, steps=earlier.steps + result.steps),
     )
-
-
-def _commit_work(worktree: Path, message: str) -> str:
-    """Commit everything the session changed (a merge in progress included); the new HEAD."""
-    _git(worktree, "add", "-A")
-    merging = _git(worktree, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False)
-    staged = _git(worktree, "diff", "--cached", "--quiet", check=False).returncode != 0
-    if staged or merging.returncode == 0:
-        _git(worktree, "commit", "-q", "--no-verify", "-m", message)
-    return _git(worktree, "rev-parse", "HEAD").stdout.strip()
 
 
 def _report(
