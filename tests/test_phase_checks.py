@@ -18,6 +18,7 @@ from shipline.phases.markdown import (
     FileBlockError,
     cited_ids,
     id_definitions,
+    is_test_path,
     parse_file_blocks,
     scan_file_blocks,
     sections,
@@ -337,6 +338,44 @@ def test_tests_may_only_write_test_files() -> None:
         "tests.md writes greet/cli.py, which is not a test file "
         "(put tests under tests/ or name them test_*.py)"
     ]
+
+
+# The tests phase and the code path once had two rules for "a test file"; the code path's (any
+# language's convention) won. These are the paths on which they disagreed.
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pkg/greet_test.go",  # Go
+        "test/cli.test.js",  # a test/ directory (Mocha) and Jest's name
+        "web/button.test.tsx",
+        "src/app.spec.ts",
+        "test/helpers.js",
+        "test_data.json",  # test_* whatever the extension
+    ],
+)
+def test_other_languages_test_files_are_test_files(path: str) -> None:
+    assert is_test_path(path)
+    assert objections("tests", file_block(path, "x\n", lang="")) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tests/test_cli.py",
+        "greet/tests/helpers.py",
+        "test_cli.py",
+        "greet/cli_test.py",
+    ],
+)
+def test_pythons_test_files_are_test_files(path: str) -> None:
+    assert is_test_path(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["greet/cli.py", "src/contest.py", "docs/testing.md", "latest.py", "attest/x.py"]
+)
+def test_code_and_docs_are_not_test_files(path: str) -> None:
+    assert not is_test_path(path)
 
 
 def test_tests_without_a_file_block_are_refused() -> None:

@@ -342,10 +342,12 @@ def parse_file_blocks(text: str) -> list[FileBlock]:
     return blocks
 
 
+_TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[^/]*$|[^/]*\.(test|spec)\.[^/]*$)")
+
+
 def is_test_path(path: str) -> bool:
-    """A test file: under a `tests/` directory, or named `test_*.py` / `*_test.py`."""
-    parts = path.split("/")
-    name = parts[-1]
-    return "tests" in parts[:-1] or (
-        name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
-    )
+    """A test file, by the conventions of any language the judge may run: under a `tests/` or
+    `test/` directory, or named `test_*`, `*_test.*` (pytest, Go), `*.test.*` or `*.spec.*`
+    (Jest, Mocha, Vitest). The tests phase may write only these; a session's new tests are
+    the changed files among them."""
+    return bool(_TEST_PATH.search(path))
