@@ -23,7 +23,8 @@ tests, implement, review and the merge queue. Per ticket, of its wall time:
 
 - judge: `judge_runs.duration_s` (tests, judge and merge runs), from the store,
 - model: `calls.latency_ms` (the scripted provider: ~0 unless `--model-delay-s`),
-- git: every `git` subprocess the engine starts (timed by wrapping `subprocess.run`); of
+- git: every `git` subprocess the engine starts (timed by wrapping the git layer's process
+  call, `shipline.workspaces.git.run_argv`); of
   which worktree: the time in `ensure_worktree` (each code attempt calls it; the first creates
   the worktree, the others check and reuse it),
 - engine: the rest (store transactions, prompts, checks, file blocks, logs, Python).
@@ -70,6 +71,7 @@ from shipline.engine.setup import init_project
 from shipline.engine.tickets import NewTicket, create_ticket
 from shipline.engine.worker import Worker
 from shipline.workspaces import ensure_worktree, remove_worktree
+from shipline.workspaces import git as git_layer
 
 GIT_ENV = {
     **os.environ,
@@ -336,11 +338,13 @@ def _git_subcommand(args: Any = None, *_: Any, **__: Any) -> str | None:
 
 @contextmanager
 def timed_git() -> Iterator[tuple[Stopwatch, Stopwatch]]:
-    """Time every git subprocess (shipline starts them all with `subprocess.run`) and
-    `ensure_worktree` as the code judge calls it."""
+    """Time every git subprocess (shipline starts them all through `Git.run`, which calls
+    `run_argv`) and `ensure_worktree` as the code path calls it."""
     git_clock, worktree_clock = Stopwatch(), Stopwatch()
     with (
-        mock.patch.object(subprocess, "run", git_clock.wrap(subprocess.run, _git_subcommand)),
+        mock.patch.object(
+            git_layer, "run_argv", git_clock.wrap(git_layer.run_argv, _git_subcommand)
+        ),
         mock.patch.object(
             code,
             "ensure_worktree",

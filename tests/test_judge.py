@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from shipline.errors import ShiplineError
-from shipline.judge import failure_excerpt, run_command, run_judge
+from shipline.judge import failure_excerpt, run_judge
 from shipline.judge.excerpt import parse_pytest_log
+from shipline.process import run_command
 
 
 def _alive(pid: int) -> bool:

@@ -17,18 +17,18 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from shipline.engine.merge_lock import (
+from shipline.store.db import Store
+from shipline.workspaces.merge import (
     MergeLockTimeout,
     merge_lock,
     merge_lock_key,
     repository_identity,
 )
-from shipline.store.db import Store
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from shipline.engine.merge_lock import merge_lock
+from shipline.workspaces.merge import merge_lock
 from shipline.store.db import Store
 
 url, repo, target, name, log = sys.argv[1:]

@@ -19,8 +19,8 @@ from typing import Any
 
 from conftest import SCRIPTED_TOML, Project, demo_ticket, git, make_project, replay_rules
 from shipline.demo.sample import write_sample_repo
-from shipline.engine.code import wrong_failure
-from shipline.judge.runner import run_command
+from shipline.judge.failures import wrong_failure
+from shipline.process import run_command
 
 # The sample package needs no pytest plugin; not loading those installed here (langsmith…)
 # keeps each judge run under a second.
@@ -503,7 +503,7 @@ def test_passing_new_tests_are_an_objection(tmp_path: Path) -> None:
 
 def code_judge(repo: Path, judge: str, remote: Any = None, **sections: dict[str, Any]) -> Any:
     from shipline.config import parse_settings
-    from shipline.engine.code import CodeJudge
+    from shipline.engine.code import CodePath
 
     write_sample_repo(repo)
     git(repo, "init", "-q", "-b", "main")
@@ -512,7 +512,7 @@ def code_judge(repo: Path, judge: str, remote: Any = None, **sections: dict[str,
     from shipline.store.db import open_store
 
     settings = parse_settings({"judge": {"command": judge, "timeout_s": 1}, **sections}, "test")
-    return CodeJudge(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo), remote)
+    return CodePath(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo), remote)
 
 
 def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -> None:
@@ -539,7 +539,7 @@ def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -
 
 def test_another_judge_plugs_in_and_its_red_result_is_judged_like_ci(tmp_path: Path) -> None:
     """The judge is an interface: a remote judge (GitHub checks) returns the same result."""
-    from shipline.judge.runner import CommandResult
+    from shipline.process import CommandResult
 
     asked: list[tuple[str, Path]] = []
 
@@ -579,7 +579,7 @@ def test_a_failing_setup_command_is_a_clear_workspace_error(tmp_path: Path) -> N
 
 
 def test_the_tests_command_selects_the_new_test_files_through_the_files_placeholder() -> None:
-    from shipline.engine.code import tests_command
+    from shipline.judge.failures import tests_command
 
     assert (
         tests_command("pytest -q {files}", ("tests/test_a.py", "tests/it's.py"))

@@ -122,6 +122,8 @@ class WorkspaceSettings(_Strict):
     setup: list[str] = Field(default_factory=list)  # shell commands, run once per worktree
     setup_timeout_s: float = Field(default=900.0, gt=0)
     retention_days: float = Field(default=7.0, ge=0)  # kept this long after merge or cancel
+    git_timeout_s: float = Field(default=300.0, gt=0)  # each local git command
+    git_network_timeout_s: float = Field(default=600.0, gt=0)  # git push, fetch: a remote
 
 
 class MergeSettings(_Strict):

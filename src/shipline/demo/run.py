@@ -8,7 +8,6 @@ runs the same tickets on the scripted provider with recorded good answers and re
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from shipline.engine.tickets import NewTicket, create_ticket, list_tickets, tick
 from shipline.engine.worker import Worker
 from shipline.errors import ConfigError
 from shipline.render import print_event, styled
+from shipline.workspaces.git import Git, WorkspaceError
 
 LOCAL_CONFIG = """\
 # shipline demo on the embedded model (SmolLM2-135M through llama.cpp): no key, no network.
@@ -76,20 +76,10 @@ REPLAY_CONFIG = (
 
 
 def _git(repo: Path, *args: str) -> None:
-    command = [
-        "git",
-        "-c",
-        "user.name=shipline demo",
-        "-c",
-        "user.email=demo@shipline.invalid",
-        *args,
-    ]
     try:
-        subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ConfigError("the demo needs git on PATH") from None
-    except subprocess.CalledProcessError as exc:
-        raise ConfigError(f"git {args[0]} failed in {repo}: {exc.stderr.strip()}") from None
+        Git(repo, ("shipline demo", "demo@shipline.invalid")).run(*args)
+    except WorkspaceError as exc:
+        raise ConfigError(f"the demo cannot make its sample repository: {exc}") from None
 
 
 def prepare(directory: Path | None, replay: bool) -> Path:

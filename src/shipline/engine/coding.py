@@ -5,7 +5,7 @@ ticket's worktree: the built-in agent loop (sessions/agent.py) on the phase's ti
 router (so every model turn is a recorded, budgeted, fallback-capable call), or an external
 agent CLI (sessions/external.py). The session's work is committed on the ticket's branch and
 the attempt's deliverable is a report naming that commit (`Commit: <sha>`), with the changed
-files and a bounded diff; the judge (engine/code.py) checks that commit out and judges it.
+files and a bounded diff; the code path (engine/code.py) checks that commit out and judges it.
 
 Attempts and crashes:
 - attempt 1 starts on the step's base commit (a fix-ci after a failed merge, with the target
@@ -20,7 +20,6 @@ Attempts and crashes:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shipline.atomic import write_json_atomic
 from shipline.config import STATE_DIR, Settings
-from shipline.engine.code import CodeJudge, _changed_paths, _git, commit_work
+from shipline.engine.code import CodePath
 from shipline.providers.base import Completion, CompletionRequest, Message
 from shipline.sessions.agent import (
     AgentSession,
@@ -38,6 +38,7 @@ from shipline.sessions.agent import (
     resume,
 )
 from shipline.sessions.tools import DEFAULT_DENY, WorktreeTools
+from shipline.workspaces.git import Git
 
 Complete = Callable[[CompletionRequest], Completion]
 RecordAgentCall = Callable[[str, str, SessionResult, float], None]  # name, model, result, secs
@@ -65,7 +66,7 @@ class _RoutedProvider:
 
 
 class CodingSessions:
-    def __init__(self, settings: Settings, repo: Path, code: CodeJudge) -> None:
+    def __init__(self, settings: Settings, repo: Path, code: CodePath) -> None:
         self.settings, self.repo, self.code = settings, repo, code
         self.folder = repo / STATE_DIR / "sessions"
 
@@ -88,6 +89,7 @@ class CodingSessions:
     ) -> SessionAttempt:
         runner = self.settings.phase(phase).session
         ws = self.code.workspace(ticket_id, title)
+        git = self.code.git(ws.path)
         path = self.transcript(ticket_id, step_id, number)
         earlier = self.transcript(ticket_id, step_id, number - 1)
         data = _load(path)
@@ -96,7 +98,7 @@ class CodingSessions:
             if previous is not None:
                 self.code.start(ws, ticket_id, step_id, origin, merge_target=False)
                 if previous.get("commit"):
-                    _git(ws.path, "reset", "-q", "--hard", previous["commit"])
+                    git.run("reset", "-q", "--hard", previous["commit"])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(earlier, path)
                 data = _load(path)
@@ -112,10 +114,10 @@ class CodingSessions:
             result = self._builtin(ws.path, path, phase, task, data, message, complete)
         else:
             result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
-        commit = commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
+        commit = git.commit_work(f"shipline #{ticket_id} {phase}: attempt {number}")
         _annotate(path, number=number, commit=commit, result=result)
         base = self.code.base_ref(ticket_id, step_id)
-        text = _report(runner, result, ws.path, base, commit, path.relative_to(self.repo))
+        text = _report(runner, result, git, base, commit, path.relative_to(self.repo))
         transcript = _load(path) or {}
         messages = [
             {"role": str(m["role"]), "content": str(m["content"])}
@@ -197,7 +199,7 @@ class CodingSessions:
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": result.final_text},
         ]
-        _write(
+        write_json_atomic(
             path,
             {
                 "version": 1,
@@ -239,17 +241,10 @@ def _load(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, path)
-
-
 def _annotate(path: Path, *, number: int, commit: str, result: SessionResult) -> None:
     data = _load(path) or {}
     data.update(attempt=number, commit=commit, exit_reason=result.exit_reason)
-    _write(path, data)
+    write_json_atomic(path, data)
 
 
 def _result_of(data: dict[str, Any]) -> SessionResult:
@@ -293,10 +288,10 @@ def _split_usage(
 
 
 def _report(
-    runner: str, result: SessionResult, worktree: Path, base: str, commit: str, transcript: Path
+    runner: str, result: SessionResult, git: Git, base: str, commit: str, transcript: Path
 ) -> str:
-    changed = _changed_paths(worktree, base, commit)
-    diff = _git(worktree, "diff", base, commit, check=False).stdout
+    changed = git.changed_paths(base, commit)
+    diff = git.run("diff", base, commit, check=False).stdout
     if len(diff) > _DIFF_CHARS:
         diff = diff[:_DIFF_CHARS] + f"\n… ({len(diff) - _DIFF_CHARS} more characters)\n"
     cost = "unknown" if result.cost is None else f"${result.cost:.4f}"

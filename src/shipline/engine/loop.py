@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from shipline.budgets import over_budget
 from shipline.config import Settings
 from shipline.engine import sql
-from shipline.engine.code import CodeJudge, CodeOutcome
+from shipline.engine.code import CodeOutcome, CodePath
 from shipline.engine.coding import CodingSessions, session_objections
 from shipline.engine.prompt import Prompt, build_prompt, render_blocks
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
@@ -136,7 +136,7 @@ class AttemptRunner:
         self.settings: Settings = project.settings
         self.store = project.store
         self.on_event = on_event or (lambda _t, _k, _m: None)
-        self.code = CodeJudge(self.settings, Path(project.root), self.store)
+        self.code = CodePath(self.settings, Path(project.root), self.store)
         self.sessions = CodingSessions(self.settings, Path(project.root), self.code)
         self._lease_until: LeaseUntil = m.utcnow
 

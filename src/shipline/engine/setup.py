@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from shipline.config import CONFIG_FILE, STATE_DIR, load_settings
 from shipline.errors import ConfigError
 from shipline.store.db import open_store
+from shipline.workspaces.git import Git, WorkspaceError
 
 CONFIG_TEMPLATE = """\
 # shipline configuration. Every key is optional; docs/config.md lists them all with defaults.
@@ -60,10 +60,10 @@ def init_project(root: Path, db: str | None = None) -> tuple[bool, str]:
 
 def _ignore_state_dir(root: Path) -> None:
     """Keep the store out of git: add .shipline/ to .gitignore in a git repo."""
-    inside = subprocess.run(
-        ["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True, text=True
-    )
-    if inside.returncode != 0:
+    try:
+        if not Git(root).ok("rev-parse", "--is-inside-work-tree"):
+            return
+    except WorkspaceError:  # no git here: nothing to keep the store out of
         return
     ignore = root / ".gitignore"
     lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []

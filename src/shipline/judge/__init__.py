@@ -1,23 +1,14 @@
-"""The judge: the project's own CI command, run in a worktree, decides "done"; plus log excerpts."""
+"""The judge: the project's own CI command, run in a worktree, decides "done"; plus log excerpts
+and the classifier of new tests' failures."""
 
 from shipline.judge.excerpt import failure_excerpt
-from shipline.judge.runner import (
-    CommandResult,
-    Judge,
-    JudgeError,
-    JudgeResult,
-    LocalJudge,
-    run_command,
-    run_judge,
-)
+from shipline.judge.runner import Judge, JudgeError, JudgeResult, LocalJudge, run_judge
 
 __all__ = [
-    "CommandResult",
     "Judge",
     "JudgeError",
     "JudgeResult",
     "LocalJudge",
     "failure_excerpt",
-    "run_command",
     "run_judge",
 ]

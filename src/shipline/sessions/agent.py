@@ -23,7 +23,6 @@ while the result's steps, usage and cost are the session's.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shipline.atomic import write_json_atomic
 from shipline.errors import ProviderError
 from shipline.providers.base import (
     Completion,
@@ -320,10 +320,7 @@ class AgentSession:
             "messages": [_message_json(m) for m in self.messages],
             "tool_records": self.tool_records,
         }
-        self.transcript_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.transcript_path.with_name(self.transcript_path.name + ".partial")
-        partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(partial, self.transcript_path)
+        write_json_atomic(self.transcript_path, data)
 
 
 def run_session(

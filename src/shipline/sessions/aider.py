@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from shipline.sessions.external import AgentCall, AgentKind, AgentReport, UnparsableOutput
+from shipline.workspaces.git import Git, WorkspaceError
 
 _NON_INTERACTIVE = (
     "--yes-always",
@@ -49,14 +49,8 @@ _NOTE = re.compile(r"^>( |$)")  # not `>>>>>>> REPLACE`, the end of an edit bloc
 def history_files(call: AgentCall) -> tuple[Path, Path]:
     """The session's chat history and input history files."""
     try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--absolute-git-dir"],
-            cwd=call.workdir,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
+        found = Git(call.workdir).run("rev-parse", "--absolute-git-dir", check=False)
+    except WorkspaceError:  # no git, or no such directory
         found = None
     if found is not None and found.returncode == 0 and found.stdout.strip():
         folder = Path(found.stdout.strip()) / "shipline-aider"

@@ -1,7 +1,7 @@
 """External coding agents (codex, claude, gemini, aider) as session runners.
 
 `ExternalAgent(name, settings).run(task, workdir)` runs the agent's CLI non-interactively in the
-worktree, as an argv in its own process group (through `shipline.judge.runner`, which kills the
+worktree, as an argv in its own process group (through `shipline.process`, which kills the
 whole group at the timeout), and returns the same `SessionResult` as the built-in loop. Each
 kind is an `AgentKind` in a module of its own (`codex.py`, `claude.py`, `gemini.py`,
 `aider.py`): how to build its command line, and a pure parser of its output into an
@@ -27,7 +27,7 @@ from typing import Any
 
 from shipline.config import AgentSettings
 from shipline.errors import ShiplineError
-from shipline.judge.runner import run_command
+from shipline.process import run_command
 from shipline.providers.pricing import table_price
 from shipline.redact import redact
 from shipline.sessions.agent import SessionResult

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipline.judge.runner import run_command
+from shipline.process import run_command
 from shipline.redact import redact, redact_obj, scrub_env
 from shipline.workspaces.files import UnsafePathError, check_relative, resolve_inside
 

@@ -1,4 +1,5 @@
-"""Workspaces: a git worktree per ticket, and safe writes of file blocks into it."""
+"""Workspaces: git (one way to run it), a git worktree per ticket, safe writes of file blocks
+into it, and the merge queue."""
 
 from shipline.workspaces.files import (
     AppliedFiles,
@@ -9,12 +10,12 @@ from shipline.workspaces.files import (
     lock_files,
     resolve_inside,
 )
+from shipline.workspaces.git import Git, GitTimeout, WorkspaceError
 from shipline.workspaces.worktree import (
     SetupError,
     SetupRecord,
     UnsafePathError,
     Workspace,
-    WorkspaceError,
     WorkspaceInfo,
     branch_name,
     default_root,
@@ -29,6 +30,8 @@ from shipline.workspaces.worktree import (
 
 __all__ = [
     "AppliedFiles",
+    "Git",
+    "GitTimeout",
     "SetupError",
     "SetupRecord",
     "UnsafePathError",

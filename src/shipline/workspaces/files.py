@@ -8,15 +8,12 @@ and, after resolving symlinks, still inside the worktree. `hash_files` and
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from shipline.workspaces.worktree import UnsafePathError, WorkspaceError
-
-DEFAULT_AUTHOR = ("shipline", "shipline@localhost")
+from shipline.workspaces.git import GIT_TIMEOUT_S, Git, Identity, WorkspaceError
+from shipline.workspaces.worktree import UnsafePathError
 
 
 def check_relative(path: str) -> PurePosixPath:
@@ -65,54 +62,21 @@ class AppliedFiles:
     commit: str | None
 
 
-def _git(worktree: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=worktree,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {}), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise WorkspaceError(
-            f"`git {' '.join(args)}` failed in {worktree} (exit {proc.returncode}): "
-            f"{proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    return proc.stdout
-
-
-def _identity_env(worktree: Path, author: tuple[str, str] | None) -> dict[str, str]:
-    """The author/committer to use: `author`, else git's own config, else shipline's."""
-    if author is None:
-        probe = subprocess.run(
-            ["git", "config", "user.email"], cwd=worktree, capture_output=True, check=False
-        )
-        if probe.returncode == 0 and probe.stdout.strip():
-            return {}
-        author = DEFAULT_AUTHOR
-    name, email = author
-    return {
-        "GIT_AUTHOR_NAME": name,
-        "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": name,
-        "GIT_COMMITTER_EMAIL": email,
-    }
-
-
 def apply_file_blocks(
     worktree: Path,
     blocks: Sequence[tuple[str, str]],
     message: str,
     *,
-    author: tuple[str, str] | None = None,
+    author: Identity | None = None,
     commit: bool = True,
+    git_timeout_s: float = GIT_TIMEOUT_S,
 ) -> AppliedFiles:
     """Write every (path, content) block, `git add` them and commit with `message`.
 
     All paths are checked first; one unsafe path refuses the whole set, and nothing is written.
     A commit is made only when something changed. `commit=False` stops after `git add` (a
-    merge in progress is committed whole by its caller, never by paths).
+    merge in progress is committed whole by its caller, never by paths). `author` commits as
+    that (name, email); by default as git's configured user, else as shipline.
     """
     if not message.strip():
         raise WorkspaceError("a commit message is required to apply file blocks")
@@ -133,25 +97,14 @@ def apply_file_blocks(
     paths = tuple(dict.fromkeys(rel for rel, _, _ in targets))
     if not paths:
         return AppliedFiles(paths=(), commit=None)
-    _git(worktree, "add", "--", *paths)
+    git = Git(worktree, author, git_timeout_s)
+    git.run("add", "--", *paths)
     if not commit:
         return AppliedFiles(paths=paths, commit=None)
-    staged = subprocess.run(
-        ["git", "diff", "--cached", "--quiet", "--", *paths], cwd=worktree, check=False
-    )
-    if staged.returncode == 0:
+    if git.ok("diff", "--cached", "--quiet", "--", *paths):
         return AppliedFiles(paths=paths, commit=None)
-    _git(
-        worktree,
-        "commit",
-        "--no-verify",
-        "-m",
-        message,
-        "--",
-        *paths,
-        env=_identity_env(worktree, author),
-    )
-    return AppliedFiles(paths=paths, commit=_git(worktree, "rev-parse", "HEAD").strip())
+    git.run("commit", "--no-verify", "-m", message, "--", *paths)
+    return AppliedFiles(paths=paths, commit=git.head())
 
 
 def hash_files(worktree: Path, paths: Iterable[str]) -> str:

@@ -44,7 +44,10 @@ def inventory(project: Any) -> list[dict[str, Any]]:
     if not root.exists():
         return []
     statuses = _statuses(project)
-    return [_row(info, statuses) for info in list_workspaces(project.root, root)]
+    limit = project.settings.workspaces.git_timeout_s
+    return [
+        _row(info, statuses) for info in list_workspaces(project.root, root, git_timeout_s=limit)
+    ]
 
 
 def prune_workspaces(project: Any) -> list[dict[str, Any]]:
@@ -55,4 +58,6 @@ def prune_workspaces(project: Any) -> list[dict[str, Any]]:
     statuses = _statuses(project)
     active = {tid for tid, status in statuses.items() if status not in m.FINAL_STATUSES}
     retention = timedelta(days=project.settings.workspaces.retention_days)
-    return [_row(info, statuses) for info in prune(project.root, root, active, retention)]
+    limit = project.settings.workspaces.git_timeout_s
+    removed = prune(project.root, root, active, retention, git_timeout_s=limit)
+    return [_row(info, statuses) for info in removed]

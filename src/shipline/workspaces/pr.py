@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from shipline.errors import ShiplineError
+from shipline.process import run_argv
 from shipline.redact import redact
-from shipline.workspaces.worktree import WorkspaceError, run_git
+from shipline.workspaces.git import GIT_NETWORK_TIMEOUT_S, Git, WorkspaceError
 
 GH_TIMEOUT_S = 120.0
 _EXISTS = re.compile(r"already exists:\s*(https?://\S+)")
@@ -81,43 +81,37 @@ class GitHubCli:
 
     def _gh(self, *args: str, stdin: str = "") -> str:
         shown = f"`gh {' '.join(args[:2])}`"
+        env = {
+            **os.environ,
+            "GH_PROMPT_DISABLED": "1",
+            "GH_NO_UPDATE_NOTIFIER": "1",
+            "NO_COLOR": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
         try:
-            proc = subprocess.run(
-                [self.command, *args],
-                cwd=self.worktree,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=GH_TIMEOUT_S,
-                env={
-                    **os.environ,
-                    "GH_PROMPT_DISABLED": "1",
-                    "GH_NO_UPDATE_NOTIFIER": "1",
-                    "NO_COLOR": "1",
-                    "GIT_TERMINAL_PROMPT": "0",
-                },
-                check=False,
-            )
+            proc = run_argv([self.command, *args], self.worktree, GH_TIMEOUT_S, env, input=stdin)
         except FileNotFoundError:
             raise PullRequestError(
                 f"PR mode needs the GitHub CLI, and `{self.command}` is not installed (or not on "
                 "PATH): install it (https://cli.github.com), run `gh auth login`, then resume "
                 "the ticket"
             ) from None
-        except subprocess.TimeoutExpired:
-            raise PullRequestError(f"{shown} did not answer in {GH_TIMEOUT_S:g} s") from None
+        if proc.timed_out:
+            raise PullRequestError(f"{shown} did not answer in {GH_TIMEOUT_S:g} s")
         if proc.returncode != 0:
             detail = redact((proc.stderr or proc.stdout).strip()) or "no output"
             raise PullRequestError(f"{shown} failed (exit {proc.returncode}): {detail}")
         return proc.stdout
 
 
-def push_branch(worktree: Path, remote: str, branch: str) -> None:
+def push_branch(
+    worktree: Path, remote: str, branch: str, *, timeout_s: float = GIT_NETWORK_TIMEOUT_S
+) -> None:
     """Push `branch`, replacing what shipline pushed before (the branch is rebased), but
-    never commits pushed by anyone else since (`--force-with-lease --force-if-includes`)."""
+    never commits pushed by anyone else since (`--force-with-lease --force-if-includes`).
+    A remote that does not answer within `timeout_s` is a PullRequestError saying so."""
     try:
-        run_git(
-            worktree,
+        Git(worktree, network_timeout_s=timeout_s).run(
             "push",
             "--quiet",
             "--force-with-lease",
@@ -145,10 +139,11 @@ def open_pull_request(
     body: str,
     known_url: str | None,
     forge: Forge | None = None,
+    push_timeout_s: float = GIT_NETWORK_TIMEOUT_S,
 ) -> PullRequest:
     """Push `branch` to `remote` and return its pull request into `target`: the one the engine
     recorded (`known_url`), else an open one the forge has, else a new one."""
-    push_branch(worktree, remote, branch)
+    push_branch(worktree, remote, branch, timeout_s=push_timeout_s)
     if known_url:
         return PullRequest(known_url, created=False)
     forge = forge if forge is not None else GitHubCli(worktree)

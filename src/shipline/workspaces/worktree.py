@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
 import shutil
-import subprocess
 import time
 import unicodedata
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -27,9 +25,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from shipline.errors import ShiplineError
-from shipline.judge.runner import run_command
+from shipline.atomic import write_json_atomic
+from shipline.process import run_command
 from shipline.redact import redact
+from shipline.workspaces.git import GIT_TIMEOUT_S, Git, WorkspaceError
 
 BRANCH_PREFIX = "shipline/"
 SETUP_RECORD = "shipline-setup.json"
@@ -40,10 +39,6 @@ _SETUP_LOCK = "shipline-setup.lock"
 _TICKET_KEY = "shipline-ticket"  # git config branch.<name>.shipline-ticket = <ticket id>
 _TICKET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _INITIALIZING = "initializing"  # git's lock reason while `worktree add` is under way
-
-
-class WorkspaceError(ShiplineError):
-    """A ticket's worktree cannot be created, repaired, written or removed."""
 
 
 class UnsafePathError(WorkspaceError):
@@ -155,41 +150,21 @@ class _Entry:
 # --- git plumbing -----------------------------------------------------------------------------
 
 
-def run_git(
-    cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """git, in the C locale, never prompting; a failure (with `check`) is a WorkspaceError."""
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {}), "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
-        raise WorkspaceError(
-            f"`git {' '.join(args)}` failed in {cwd} (exit {proc.returncode}): {detail}"
-        )
-    return proc
+_common_dirs: dict[Path, Path] = {}  # repository → its common git dir
 
 
-def _common_dir(repo: Path) -> Path:
-    """The repository's common git dir (asked once per repository and process)."""
+def _common_dir(git: Git) -> Path:
+    """The common git dir of the repository `git` runs in (asked once per repository)."""
+    repo = git.cwd
     if not repo.is_dir():
         raise WorkspaceError(f"repository {repo} does not exist")
-    return _common_dir_of(repo.resolve())
-
-
-@functools.lru_cache(maxsize=64)
-def _common_dir_of(repo: Path) -> Path:
-    if not repo.is_dir():
-        raise WorkspaceError(f"repository {repo} does not exist")
-    proc = run_git(repo, "rev-parse", "--git-common-dir", check=False)
-    if proc.returncode != 0:
-        raise WorkspaceError(f"{repo} is not a git repository: run `git init` there first")
-    return (repo / proc.stdout.strip()).resolve()
+    repo = repo.resolve()
+    if repo not in _common_dirs:
+        proc = git.run("rev-parse", "--git-common-dir", check=False)
+        if proc.returncode != 0:
+            raise WorkspaceError(f"{repo} is not a git repository: run `git init` there first")
+        _common_dirs[repo] = (repo / proc.stdout.strip()).resolve()
+    return _common_dirs[repo]
 
 
 @contextlib.contextmanager
@@ -204,8 +179,8 @@ def _flock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _entries(repo: Path) -> list[_Entry]:
-    out = run_git(repo, "worktree", "list", "--porcelain").stdout
+def _entries(git: Git) -> list[_Entry]:
+    out = git.run("worktree", "list", "--porcelain").stdout
     entries = []
     for block in out.strip().split("\n\n"):
         fields: dict[str, str | None] = {}
@@ -291,37 +266,36 @@ def _packed(common: Path, branch: str) -> bool:
     return any(line.endswith(f" refs/heads/{branch}") for line in packed.splitlines())
 
 
-def _healthy(entry: _Entry, path: Path) -> bool:
+def _healthy(git: Git, entry: _Entry, path: Path) -> bool:
     if entry.locked == _INITIALIZING or entry.prunable is not None:
         return False
     if not (path / ".git").is_file():
         return False
-    return run_git(path, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+    return git.at(path).ok("rev-parse", "--verify", "-q", "HEAD")
 
 
-def _branch_exists(repo: Path, branch: str) -> bool:
-    ref = f"refs/heads/{branch}"
-    return run_git(repo, "rev-parse", "--verify", "-q", ref, check=False).returncode == 0
+def _branch_exists(git: Git, branch: str) -> bool:
+    return git.ok("rev-parse", "--verify", "-q", f"refs/heads/{branch}")
 
 
-def _ticket_branch(repo: Path, tid: str) -> str | None:
+def _ticket_branch(git: Git, tid: str) -> str | None:
     """The branch recorded for the ticket (its title, and so its slug, may have changed)."""
-    proc = run_git(repo, "config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False)
+    proc = git.run("config", "--get-regexp", rf"^branch\..*\.{_TICKET_KEY}$", check=False)
     for line in proc.stdout.splitlines():
         key, _, value = line.partition(" ")
         name = key.removeprefix("branch.").removesuffix(f".{_TICKET_KEY}")
-        if value == tid and _branch_exists(repo, name):
+        if value == tid and _branch_exists(git, name):
             return name
     return None
 
 
-def _drop_entry(repo: Path, entry: _Entry) -> None:
+def _drop_entry(git: Git, entry: _Entry) -> None:
     """Unregister a worktree whatever its state (locked, half-created, directory gone)."""
     if entry.locked is not None:
-        run_git(repo, "worktree", "unlock", str(entry.path), check=False)
+        git.run("worktree", "unlock", str(entry.path), check=False)
     if entry.path.exists():
-        run_git(repo, "worktree", "remove", "--force", "--force", str(entry.path), check=False)
-    run_git(repo, "worktree", "prune")
+        git.run("worktree", "remove", "--force", "--force", str(entry.path), check=False)
+    git.run("worktree", "prune")
 
 
 def _why_broken(entry: _Entry) -> str:
@@ -332,35 +306,35 @@ def _why_broken(entry: _Entry) -> str:
     return "no usable checkout"
 
 
-def _repair(repo: Path, common: Path, path: Path, entry: _Entry | None) -> list[str]:
+def _repair(git: Git, common: Path, path: Path, entry: _Entry | None) -> list[str]:
     """Clear what a crash left at `path`, so that `git worktree add` can run."""
     notes = []
     if entry is not None:
-        _drop_entry(repo, entry)
+        _drop_entry(git, entry)
         notes.append(f"removed broken worktree entry {path} ({_why_broken(entry)})")
     owner = _dir_owner(path, common)
     if owner in ("empty", "ours"):
         shutil.rmtree(path)
         notes.append(f"removed half-created directory {path}")
-        run_git(repo, "worktree", "prune")
+        git.run("worktree", "prune")
     elif owner == "foreign":
         raise WorkspaceError(
-            f"{path} exists and is not a shipline worktree of {repo}: move it away, "
+            f"{path} exists and is not a shipline worktree of {git.cwd}: move it away, "
             "or set another worktree root in shipline.toml [workspaces]"
         )
     return notes
 
 
 def _add(
-    repo: Path, path: Path, entries: Sequence[_Entry], tid: str, title: str, base: str
+    git: Git, path: Path, entries: Sequence[_Entry], tid: str, title: str, base: str
 ) -> tuple[str, list[str]]:
     notes = []
-    branch = _ticket_branch(repo, tid) or branch_name(tid, title)
-    if _branch_exists(repo, branch):
+    branch = _ticket_branch(git, tid) or branch_name(tid, title)
+    if _branch_exists(git, branch):
         holder = next((e for e in entries if e.branch == branch and e.path != path), None)
         if holder is not None:
             if holder.locked == _INITIALIZING or holder.prunable is not None:
-                _drop_entry(repo, holder)
+                _drop_entry(git, holder)
                 notes.append(f"removed stale worktree entry {holder.path} holding {branch}")
             else:
                 raise WorkspaceError(
@@ -368,17 +342,15 @@ def _add(
                     f"remove that worktree (`git worktree remove {holder.path}`) and resume"
                 )
         notes.append(f"reused existing branch {branch}")
-        run_git(repo, "worktree", "add", str(path), branch)
+        git.run("worktree", "add", str(path), branch)
     else:
-        if run_git(
-            repo, "rev-parse", "--verify", "-q", f"{base}^{{commit}}", check=False
-        ).returncode:
+        if not git.ok("rev-parse", "--verify", "-q", f"{base}^{{commit}}"):
             raise WorkspaceError(
-                f"base {base!r} names no commit in {repo}: create it, or give the ticket "
+                f"base {base!r} names no commit in {git.cwd}: create it, or give the ticket "
                 "an existing base branch"
             )
-        run_git(repo, "worktree", "add", "-b", branch, str(path), base)
-    run_git(repo, "config", f"branch.{branch}.{_TICKET_KEY}", tid)
+        git.run("worktree", "add", "-b", branch, str(path), base)
+    git.run("config", f"branch.{branch}.{_TICKET_KEY}", tid)
     return branch, notes
 
 
@@ -430,10 +402,7 @@ def _run_setup(
                     failed = f"`{redact(command)}` ({status})"
                     break
         record = SetupRecord(shown, not failed, tuple(steps), log_path, time.time())
-        data = {**asdict(record), "log_path": str(log_path)}
-        tmp = git_dir / (SETUP_RECORD + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, git_dir / SETUP_RECORD)
+        write_json_atomic(git_dir / SETUP_RECORD, {**asdict(record), "log_path": str(log_path)})
     if failed:
         raise SetupError(
             f"setup command {failed} failed in {path}; output in {log_path}. Fix the command "
@@ -455,11 +424,14 @@ def ensure_worktree(
     setup: Sequence[str] = (),
     setup_timeout_s: float = 900.0,
     env: Mapping[str, str] | None = None,
+    git_timeout_s: float = GIT_TIMEOUT_S,
 ) -> Workspace:
-    """The ticket's worktree at `<root>/<ticket id>`: reused, repaired or created, then set up."""
+    """The ticket's worktree at `<root>/<ticket id>`: reused, repaired or created, then set up.
+
+    `git_timeout_s` bounds each git command (a GitTimeout past it)."""
     tid = check_ticket_id(ticket_id)
-    repo = Path(repo).resolve()
-    common = _common_dir(repo)
+    git = Git(Path(repo).resolve(), timeout_s=git_timeout_s)
+    common = _common_dir(git)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
@@ -473,19 +445,19 @@ def ensure_worktree(
         )
         return Workspace(tid, branch, path, git_dir, False, (), record)
     with _flock(common / _REPO_LOCK):
-        run_git(repo, "worktree", "prune")
-        entries = _entries(repo)
+        git.run("worktree", "prune")
+        entries = _entries(git)
         entry = _entry_at(entries, path)
         notes: list[str] = []
-        if entry is not None and _healthy(entry, path):
+        if entry is not None and _healthy(git, entry, path):
             created = False
-            branch = entry.branch or _ticket_branch(repo, tid) or ""
+            branch = entry.branch or _ticket_branch(git, tid) or ""
         else:
-            notes = _repair(repo, common, path, entry)
-            branch, more = _add(repo, path, _entries(repo), tid, title, base)
+            notes = _repair(git, common, path, entry)
+            branch, more = _add(git, path, _entries(git), tid, title, base)
             notes += more
             created = True
-        git_dir = Path(run_git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+        git_dir = Path(git.at(path).run("rev-parse", "--absolute-git-dir").stdout.strip())
         (git_dir / LAST_USED).touch()
     record = (
         _run_setup(git_dir, path, setup, setup_timeout_s, env) if setup else read_setup(git_dir)
@@ -494,7 +466,12 @@ def ensure_worktree(
 
 
 def remove_worktree(
-    repo: Path, root: Path, ticket_id: str | int, *, delete_branch: bool = False
+    repo: Path,
+    root: Path,
+    ticket_id: str | int,
+    *,
+    delete_branch: bool = False,
+    git_timeout_s: float = GIT_TIMEOUT_S,
 ) -> bool:
     """Remove the ticket's worktree (uncommitted changes are lost). True if anything went.
 
@@ -502,34 +479,33 @@ def remove_worktree(
     are the ticket's work.
     """
     tid = check_ticket_id(ticket_id)
-    repo = Path(repo).resolve()
-    common = _common_dir(repo)
+    git = Git(Path(repo).resolve(), timeout_s=git_timeout_s)
+    common = _common_dir(git)
     path = Path(root).resolve() / tid
     with _flock(common / _REPO_LOCK):
-        return _remove(repo, common, path, tid, delete_branch)
+        return _remove(git, common, path, tid, delete_branch)
 
 
-def _remove(repo: Path, common: Path, path: Path, tid: str, delete_branch: bool) -> bool:
-    run_git(repo, "worktree", "prune")
-    entry = _entry_at(_entries(repo), path)
+def _remove(git: Git, common: Path, path: Path, tid: str, delete_branch: bool) -> bool:
+    git.run("worktree", "prune")
+    entry = _entry_at(_entries(git), path)
     removed = False
     branch = entry.branch if entry is not None else None
     if entry is not None:
-        _drop_entry(repo, entry)
+        _drop_entry(git, entry)
         removed = True
     if _dir_owner(path, common) in ("empty", "ours"):
         shutil.rmtree(path)
-        run_git(repo, "worktree", "prune")
+        git.run("worktree", "prune")
         removed = True
-    # the code judge's per-step base refs (engine/code.py) matter only while the ticket works
-    for ref in run_git(
-        repo, "for-each-ref", "--format=%(refname)", f"refs/shipline/{tid}/"
-    ).stdout.split():
-        run_git(repo, "update-ref", "-d", ref)
+    # the code path's per-step base refs (engine/code.py) matter only while the ticket works
+    refs = git.run("for-each-ref", "--format=%(refname)", f"refs/shipline/{tid}/").stdout
+    for ref in refs.split():
+        git.run("update-ref", "-d", ref)
     if delete_branch:
-        branch = branch or _ticket_branch(repo, tid)
-        if branch and _branch_exists(repo, branch):
-            run_git(repo, "branch", "-D", branch)
+        branch = branch or _ticket_branch(git, tid)
+        if branch and _branch_exists(git, branch):
+            git.run("branch", "-D", branch)
             removed = True
     return removed
 
@@ -567,8 +543,8 @@ def _last_used(path: Path, git_dir: Path | None) -> float:
     return max(times, default=0.0)
 
 
-def _list(repo: Path, common: Path, root: Path) -> list[WorkspaceInfo]:
-    entries = {e.path: e for e in _entries(repo) if e.path.parent == root}
+def _list(git: Git, common: Path, root: Path) -> list[WorkspaceInfo]:
+    entries = {e.path: e for e in _entries(git) if e.path.parent == root}
     infos: list[WorkspaceInfo] = []
     for path, entry in entries.items():
         infos.append(
@@ -576,7 +552,7 @@ def _list(repo: Path, common: Path, root: Path) -> list[WorkspaceInfo]:
                 ticket_id=path.name,
                 path=path,
                 branch=entry.branch,
-                state="ok" if _healthy(entry, path) else "broken",
+                state="ok" if _healthy(git, entry, path) else "broken",
                 disk_bytes=disk_usage(path) if path.exists() else 0,
                 last_used=_last_used(path, _gitdir_of(path)),
             )
@@ -600,10 +576,12 @@ def _list(repo: Path, common: Path, root: Path) -> list[WorkspaceInfo]:
     return sorted(infos, key=lambda i: i.ticket_id)
 
 
-def list_workspaces(repo: Path, root: Path) -> list[WorkspaceInfo]:
+def list_workspaces(
+    repo: Path, root: Path, *, git_timeout_s: float = GIT_TIMEOUT_S
+) -> list[WorkspaceInfo]:
     """Every directory under `root` with its state, branch, disk use and last use."""
-    repo = Path(repo).resolve()
-    return _list(repo, _common_dir(repo), Path(root).resolve())
+    git = Git(Path(repo).resolve(), timeout_s=git_timeout_s)
+    return _list(git, _common_dir(git), Path(root).resolve())
 
 
 def prune_plan(
@@ -631,17 +609,18 @@ def prune(
     *,
     now: float | None = None,
     delete_branches: bool = False,
+    git_timeout_s: float = GIT_TIMEOUT_S,
 ) -> list[WorkspaceInfo]:
     """Remove the worktrees of tickets not in `keep` (merged, cancelled, unknown) once unused
     for `retention`, plus orphans and crash leftovers. Returns what was removed."""
-    repo = Path(repo).resolve()
-    common = _common_dir(repo)
+    git = Git(Path(repo).resolve(), timeout_s=git_timeout_s)
+    common = _common_dir(git)
     root = Path(root).resolve()
     retention_s = retention.total_seconds() if isinstance(retention, timedelta) else retention
     keep_ids = {str(k) for k in keep}
     with _flock(common / _REPO_LOCK):
-        run_git(repo, "worktree", "prune")
-        doomed = prune_plan(_list(repo, common, root), keep_ids, retention_s, now or time.time())
+        git.run("worktree", "prune")
+        doomed = prune_plan(_list(git, common, root), keep_ids, retention_s, now or time.time())
         for info in doomed:
-            _remove(repo, common, info.path, info.ticket_id, delete_branches)
+            _remove(git, common, info.path, info.ticket_id, delete_branches)
     return doomed
