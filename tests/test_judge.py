@@ -14,7 +14,7 @@ import pytest
 from shipline.errors import ShiplineError
 from shipline.judge import failure_excerpt, run_judge
 from shipline.judge.excerpt import parse_pytest_log
-from shipline.process import run_command
+from shipline.process import run_argv, run_command
 
 
 def _alive(pid: int) -> bool:
@@ -68,6 +68,28 @@ def test_hanging_judge_is_killed_with_its_process_group(tmp_path: Path) -> None:
     assert "killed after the 0.5 s timeout" in result.log
     grandchild = int(pidfile.read_text())
     assert _wait_dead(grandchild), "the background grandchild outlived the timeout"
+
+
+def test_an_argv_keeps_stdout_and_stderr_apart_and_reads_its_input(tmp_path: Path) -> None:
+    script = "import sys; print(sys.stdin.read().upper()); print('warn', file=sys.stderr)"
+    done = run_argv([sys.executable, "-c", script], tmp_path, 30, input="body $HOME `x`")
+    assert (done.returncode, done.timed_out) == (0, False)
+    assert done.stdout == "BODY $HOME `X`\n"  # no shell in between
+    assert done.stderr == "warn\n"
+
+
+def test_an_argv_past_its_timeout_is_killed_with_its_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    started = time.monotonic()
+    done = run_argv(
+        ["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; echo started; sleep 1000"],
+        tmp_path,
+        0.5,
+    )
+    assert done.timed_out
+    assert time.monotonic() - started < 4.0
+    assert done.stdout == "started\n"  # what it printed before it was killed
+    assert _wait_dead(int(pidfile.read_text())), "the grandchild outlived the timeout"
 
 
 def test_command_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from shipline.workspaces.pr import (
     PullRequestError,
     open_pull_request,
 )
+from test_git import assert_all_dead, hang_script
 
 BRANCH = "shipline/7-shout"
 BODY = 'Adds `shout()`.\n\nCloses #7; "quotes" and $dollars stay as written.\n'
@@ -252,3 +254,33 @@ def test_gh_missing_is_a_pull_request_error_saying_so(
         github.open()
     assert "`gh` is not installed (or not on PATH)" in str(caught.value)
     assert github.pushed() == github.head()  # the push itself went through
+
+
+def test_a_hung_push_times_out_with_the_command_and_the_limit_and_leaves_no_process(
+    github: GitHub, tmp_path: Path
+) -> None:
+    script, pids = hang_script(tmp_path, "receive-pack")
+    git(github.repo, "config", "remote.origin.receivepack", str(script))
+    started = time.monotonic()
+    with pytest.raises(PullRequestError) as caught:
+        open_pull_request(
+            github.worktree,
+            branch=BRANCH,
+            target="main",
+            remote="origin",
+            title="shipline #7: shout",
+            body=BODY,
+            known_url=None,
+            push_timeout_s=1,
+        )
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot push {BRANCH} to origin: `git push --quiet --force-with-lease "
+        f"--force-if-includes origin refs/heads/{BRANCH}:refs/heads/{BRANCH}` did not finish "
+        "in 1 s in "
+    )
+    assert "the remote did not answer" in message
+    assert "[workspaces] git_network_timeout_s" in message
+    assert_all_dead(pids)  # the remote's receive-pack went with the push
+    assert github.state()["calls"] == []  # gh is never asked about an unpushed branch

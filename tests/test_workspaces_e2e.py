@@ -823,6 +823,51 @@ def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
     assert len(main_log(project)) == 1
 
 
+def test_a_hung_push_in_pr_mode_hands_the_ticket_off_with_the_reason(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The remote's receive-pack never answers: the push is killed at
+    `[workspaces] git_network_timeout_s`, the ticket goes to a human saying so, and nothing of
+    the push is left running (a worker's heartbeat would otherwise keep its lease forever)."""
+    import time
+
+    from test_git import assert_all_dead, hang_script
+    from test_pull_requests import GH
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    extra = '\n[merge]\nmode = "pr"\n\n[workspaces]\ngit_network_timeout_s = 2\n'
+    project = sample_project(tmp_path / "repo", extra, module_ticket_rules(1))
+    git(project.root, "remote", "add", "origin", str(remote))
+    git(project.root, "push", "-q", "origin", "main")
+    script, pids = hang_script(tmp_path, "receive-pack")
+    git(project.root, "config", "remote.origin.receivepack", str(script))
+    state = tmp_path / "gh-state.json"
+    state.write_text(json.dumps({"remote": str(remote), "prs": [], "calls": []}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(GH.format(python=sys.executable))
+    (bin_dir / "gh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_GH_STATE", str(state))
+
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.")
+    started = time.monotonic()
+    project.cli("run")
+    assert time.monotonic() - started < 90  # not the ten minutes the remote would take
+    detail = project.show(ticket_id)
+    assert detail["status"] == "needs-human"
+    reason = detail["handoff_reason"]
+    branch = f"shipline/{ticket_id}-add-extra-1"
+    assert reason.startswith(f"merge: cannot push {branch} to origin: `git push ")
+    assert "did not finish in 2 s" in reason and "the remote did not answer" in reason
+    assert "[workspaces] git_network_timeout_s" in reason
+    assert_all_dead(pids)
+    assert json.loads(state.read_text())["calls"] == []  # no pull request for an unpushed branch
+    assert rows(project, "SELECT COUNT(*) FROM merges") == [(0,)]
+    assert git(remote, "branch", "--list").strip() == "main"  # only what was pushed by hand
+
+
 def test_a_worker_killed_mid_session_is_resumed_where_the_session_stopped(
     tmp_path: Path,
 ) -> None:
