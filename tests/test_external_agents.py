@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -30,12 +30,12 @@ from shipline.config import AgentSettings
 from shipline.errors import ShiplineError
 from shipline.providers.pricing import table_price
 from shipline.sessions import aider, claude, codex, gemini
+from shipline.sessions.base import AgentCall, AgentReport, AgentUnavailable
 from shipline.sessions.external import (
-    AgentCall,
-    AgentReport,
-    AgentUnavailable,
+    AGENT_KINDS,
     ExternalAgent,
     agent_cost,
+    agent_kind,
     vendor_of,
 )
 
@@ -574,6 +574,12 @@ def test_cost_prefers_the_agents_figure_then_the_configured_prices_then_the_tabl
     unknown = AgentSettings(kind="codex", model="in-house-coder-7b")
     assert agent_cost(unknown, "openai", AgentReport(**tokens)) is None
     assert agent_cost(priced, "openai", AgentReport()) is None  # no tokens reported
+
+
+def test_every_agent_kind_of_the_config_has_its_adapter() -> None:
+    kinds = get_args(AgentSettings.model_fields["kind"].annotation)
+    assert sorted(AGENT_KINDS) == sorted(kinds)
+    assert {kind: agent_kind(kind).binary for kind in kinds} == {k: k for k in kinds}
 
 
 def test_aider_models_are_priced_by_their_vendor_prefix() -> None:

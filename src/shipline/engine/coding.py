@@ -2,10 +2,11 @@
 
 Instead of one completion whose file blocks are applied, the phase runs a session in the
 ticket's worktree: the built-in agent loop (sessions/agent.py) on the phase's tier, through the
-router (so every model turn is a recorded, budgeted, fallback-capable call), or an external
-agent CLI (sessions/external.py). The session's work is committed on the ticket's branch and
-the attempt's deliverable is a report naming that commit (`Commit: <sha>`), with the changed
-files and a bounded diff; the judge (engine/code.py) checks that commit out and judges it.
+router bound as a provider (so every model turn is a recorded, budgeted, fallback-capable
+call), or an external agent CLI (sessions/external.py). The session's work is committed on the
+ticket's branch and the attempt's deliverable is a report naming that commit (`Commit: <sha>`),
+with the changed files and a bounded diff; the judge (engine/code.py) checks that commit out
+and judges it.
 
 Attempts and crashes:
 - attempt 1 starts on the step's base commit (a fix-ci after a failed merge, with the target
@@ -30,16 +31,12 @@ from typing import Any
 
 from shipline.config import STATE_DIR, Settings
 from shipline.engine.code import CodeJudge, _changed_paths, _git, commit_work
-from shipline.providers.base import Completion, CompletionRequest, Message
-from shipline.sessions.agent import (
-    AgentSession,
-    SessionLimits,
-    SessionResult,
-    resume,
-)
+from shipline.providers.base import Message, Provider
+from shipline.sessions.agent import AgentSession, SessionLimits, resume
+from shipline.sessions.base import SessionResult
+from shipline.sessions.external import ExternalAgent
 from shipline.sessions.tools import DEFAULT_DENY, WorktreeTools
 
-Complete = Callable[[CompletionRequest], Completion]
 RecordAgentCall = Callable[[str, str, SessionResult, float], None]  # name, model, result, secs
 _DIFF_CHARS = 6000
 
@@ -49,19 +46,6 @@ class SessionAttempt:
     text: str  # the deliverable: the session's report, ending with `Commit: <sha>`
     messages: list[dict[str, str]]  # what the attempt keeps as its prompt
     result: SessionResult
-
-
-class _RoutedProvider:
-    """A Provider for the agent loop whose every call goes through the engine's router."""
-
-    name = "router"
-    in_house = False  # the router applies the ticket's in-house policy itself
-
-    def __init__(self, complete: Complete) -> None:
-        self._complete = complete
-
-    def complete(self, request: CompletionRequest) -> Completion:
-        return self._complete(request)
 
 
 class CodingSessions:
@@ -76,6 +60,7 @@ class CodingSessions:
         self,
         *,
         ticket_id: int,
+        kind: str,
         title: str,
         step_id: int,
         phase: str,
@@ -83,9 +68,11 @@ class CodingSessions:
         origin: str | None,
         task: Sequence[Message],
         objections: Sequence[str],
-        complete: Complete,
+        provider: Provider,
         record_agent_call: RecordAgentCall,
     ) -> SessionAttempt:
+        """One attempt's session. `provider` serves the built-in loop (the router bound to the
+        phase's tier)."""
         runner = self.settings.phase(phase).session
         ws = self.code.workspace(ticket_id, title)
         path = self.transcript(ticket_id, step_id, number)
@@ -109,7 +96,9 @@ class CodingSessions:
         if data is not None and data.get("exit_reason") and data.get("attempt", number) == number:
             result = _result_of(data)  # this attempt's session had finished: do not rerun it
         elif runner == "builtin":
-            result = self._builtin(ws.path, path, phase, task, data, message, complete)
+            result = self._builtin(
+                ws.path, path, phase, task, data, message, provider, number, kind, title
+            )
         else:
             result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
         commit = commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
@@ -150,14 +139,20 @@ class CodingSessions:
         task: Sequence[Message],
         data: dict[str, Any] | None,
         message: str | None,
-        complete: Complete,
+        provider: Provider,
+        number: int,
+        kind: str,
+        title: str,
     ) -> SessionResult:
         options: dict[str, Any] = {
             "limits": self._limits(),
             "phase": phase,
             "max_tokens": self.settings.sessions.max_output_tokens,
+            # what each request carries of the attempt and the ticket (scripted rules match it)
+            "attempt": number,
+            "ticket_kind": kind,
+            "ticket_title": title,
         }
-        provider = _RoutedProvider(complete)
         if data is not None:
             return resume(path, provider, self._tools(worktree), message=message or "", **options)
         session = AgentSession(provider, self._tools(worktree), path, **options)
@@ -173,8 +168,6 @@ class CodingSessions:
         message: str | None,
         record_agent_call: RecordAgentCall,
     ) -> SessionResult:
-        from shipline.sessions.external import ExternalAgent
-
         agent_settings = self.settings.agents[name]
         agent = ExternalAgent(name, agent_settings)
         prompt = _task_text(task) if data is None else (message or "")

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from shipline.sessions.external import AgentCall, AgentKind, AgentReport, UnparsableOutput
+from shipline.sessions.base import AgentCall, AgentKind, AgentReport, UnparsableOutput
 
 _NON_INTERACTIVE = (
     "--yes-always",
