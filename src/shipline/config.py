@@ -161,6 +161,9 @@ class AgentSettings(_Strict):
     model: str = ""
     args: list[str] = Field(default_factory=list)  # extra arguments, appended
     env: dict[str, str] = Field(default_factory=dict)  # extra environment for the agent
+    # The agent's model runs in-house (a loopback or company server): it may work on sensitive
+    # tickets. False: a sensitive ticket, or one in an in_house_only lane, never starts it.
+    in_house: bool = False
     # prices in USD per million tokens, for agents that report tokens but no cost
     price_input_per_mtok: float | None = Field(default=None, ge=0)
     price_output_per_mtok: float | None = Field(default=None, ge=0)

@@ -3,10 +3,11 @@
 Instead of one completion whose file blocks are applied, the phase runs a session in the
 ticket's worktree: the built-in agent loop (sessions/agent.py) on the phase's tier, through the
 router bound as a provider (so every model turn is a recorded, budgeted, fallback-capable
-call), or an external agent CLI (sessions/external.py). The session's work is committed on the
-ticket's branch and the attempt's deliverable is a report naming that commit (`Commit: <sha>`),
-with the changed files and a bounded diff; the judge (engine/code.py) checks that commit out
-and judges it.
+call), or an external agent CLI (sessions/external.py), which starts only when the ticket's
+budget allows it and, for sensitive work, only when `[agents.NAME] in_house` is true. The
+session's work is committed on the ticket's branch and the attempt's deliverable is a report
+naming that commit (`Commit: <sha>`), with the changed files and a bounded diff; the judge
+(engine/code.py) checks that commit out and judges it.
 
 Attempts and crashes:
 - attempt 1 starts on the step's base commit (a fix-ci after a failed merge, with the target
@@ -69,10 +70,13 @@ class CodingSessions:
         task: Sequence[Message],
         objections: Sequence[str],
         provider: Provider,
+        sensitive: bool,
+        check_budget: Callable[[], None],
         record_agent_call: RecordAgentCall,
     ) -> SessionAttempt:
         """One attempt's session. `provider` serves the built-in loop (the router bound to the
-        phase's tier)."""
+        phase's tier); an external agent starts only after `check_budget` (which raises when the
+        ticket's budget is reached) and, when `sensitive`, only if it is in-house."""
         runner = self.settings.phase(phase).session
         ws = self.code.workspace(ticket_id, title)
         path = self.transcript(ticket_id, step_id, number)
@@ -100,7 +104,17 @@ class CodingSessions:
                 ws.path, path, phase, task, data, message, provider, number, kind, title
             )
         else:
-            result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
+            result = self._external(
+                runner,
+                ws.path,
+                path,
+                task,
+                data,
+                message,
+                record_agent_call,
+                sensitive=sensitive,
+                check_budget=check_budget,
+            )
         commit = commit_work(ws.path, f"shipline #{ticket_id} {phase}: attempt {number}")
         _annotate(path, number=number, commit=commit, result=result)
         base = self.code.base_ref(ticket_id, step_id)
@@ -167,15 +181,20 @@ class CodingSessions:
         data: dict[str, Any] | None,
         message: str | None,
         record_agent_call: RecordAgentCall,
+        *,
+        sensitive: bool,
+        check_budget: Callable[[], None],
     ) -> SessionResult:
         agent_settings = self.settings.agents[name]
         agent = ExternalAgent(name, agent_settings)
         prompt = _task_text(task) if data is None else (message or "")
         log_path = path.with_suffix(".log")
+        check_budget()  # as before each provider call: a reached budget never starts a run
         started = time.monotonic()
         result = agent.run(
             prompt,
             worktree,
+            sensitive=sensitive,
             resume_session_id=(data or {}).get("session_id"),
             timeout_s=self.settings.sessions.max_wall_s,
             log_path=log_path,

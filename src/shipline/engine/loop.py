@@ -290,7 +290,8 @@ class AttemptRunner:
             conn.execute(sql.INSERT_MERGE, [code.merge])
 
     def _check_budget(self, ticket_id: int) -> None:
-        """Before each provider call: a reached budget hands the ticket to a human."""
+        """Before each provider call and each external agent's run: a reached budget hands the
+        ticket to a human."""
         if not self.settings.budgets.enabled:
             return
         with self.store.session() as session:
@@ -400,6 +401,8 @@ class AttemptRunner:
             task=prompt.messages,
             objections=objections,
             provider=provider,
+            sensitive=sensitive,
+            check_budget=lambda: self._check_budget(claim.ticket_id),
             record_agent_call=record_agent_call,
         )
         result = done.result

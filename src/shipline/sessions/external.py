@@ -7,7 +7,9 @@ kind is an `AgentKind` in a module of its own (`codex.py`, `claude.py`, `gemini.
 `aider.py`): how to build its command line, and a pure parser of its output into an
 `AgentReport` (the types they share are in `base.py`; `AGENT_KINDS` here is their registry).
 The run lives here, with the exit reason and the cost (the agent's own figure, else the
-`[agents.NAME]` prices, else the genai-prices table, else unknown: None).
+`[agents.NAME]` prices, else the genai-prices table, else unknown: None). Sensitive work (a
+sensitive ticket, or an in_house_only lane) never starts an agent whose `[agents.NAME]
+in_house` is false.
 
 The agent's output goes to `log_path` with secrets redacted; the agent's environment is this
 process's plus the configured extras, and no value of it is ever logged.
@@ -166,13 +168,24 @@ class ExternalAgent:
         task: str,
         workdir: Path,
         *,
+        sensitive: bool = False,
         resume_session_id: str | None = None,
         timeout_s: float = 1800.0,
         log_path: Path | None = None,
     ) -> SessionResult:
         """Run the agent on `task` in `workdir` (or continue `resume_session_id`) until it exits
-        or `timeout_s` passes. Raises AgentUnavailable when its executable is missing (and
-        ShiplineError when `workdir` is); every other failure is the result's exit_reason."""
+        or `timeout_s` passes. Sensitive work never starts an agent that is not in-house: that is
+        a ConfigError before anything runs. Raises AgentUnavailable when its executable is
+        missing (and ShiplineError when `workdir` is); every other failure is the result's
+        exit_reason."""
+        if sensitive and not self.settings.in_house:
+            raise ConfigError(
+                f"agent {self.name!r} is not in-house ([agents.{self.name}] in_house = false) "
+                "and the work is sensitive (the ticket's flag, or its lane's in_house_only): it "
+                "may not go to a hosted model; run the phase on an in-house agent or the "
+                f"builtin session, or set [agents.{self.name}] in_house = true if the agent's "
+                "model runs in-house"
+            )
         if not Path(workdir).is_dir():
             raise ShiplineError(f"agent {self.name!r}: working directory {workdir} does not exist")
         env = self.environment()
