@@ -30,7 +30,7 @@ from shipline.errors import ConfigError, ShiplineError
 from shipline.judge.runner import run_command
 from shipline.providers.pricing import price_usd
 from shipline.redact import redact
-from shipline.sessions import aider, claude, codex, gemini
+from shipline.sessions.aider import KIND as AIDER
 from shipline.sessions.base import (
     AgentCall,
     AgentKind,
@@ -39,15 +39,18 @@ from shipline.sessions.base import (
     SessionResult,
     UnparsableOutput,
 )
+from shipline.sessions.claude import KIND as CLAUDE
+from shipline.sessions.codex import KIND as CODEX
+from shipline.sessions.gemini import KIND as GEMINI
 
 ERROR_TAIL_CHARS = 300
 _GEMINI_API = "https://generativelanguage.googleapis.com"
 
 AGENT_KINDS: dict[str, AgentKind] = {
-    "codex": codex.KIND,
-    "claude": claude.KIND,
-    "gemini": gemini.KIND,
-    "aider": aider.KIND,
+    "codex": CODEX,
+    "claude": CLAUDE,
+    "gemini": GEMINI,
+    "aider": AIDER,
 }
 """Every adapter by its `[agents.NAME] kind`."""
 
