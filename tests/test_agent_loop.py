@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import Recording, scripted_provider
+from shipline.errors import ShiplineError
 from shipline.providers.base import Completion, CompletionRequest
 from shipline.providers.scripted import ScriptedProvider
 from shipline.sessions import (
@@ -20,6 +21,7 @@ from shipline.sessions import (
     SessionLimits,
     SubmitAction,
     ToolAction,
+    TranscriptError,
     WorktreeTools,
     parse_text_action,
     resume,
@@ -231,6 +233,35 @@ def test_transcript_saved_after_every_step_and_resume_carries_history(
     assert result.usage["input_tokens"] > stopped.usage["input_tokens"]
     assert "a + b" in (repo / "calc.py").read_text()
     assert json.loads(transcript.read_text())["exit_reason"] == "submitted"
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "No such file"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"version": 99, "messages": []}), "transcript version 99"),
+        (json.dumps({"version": 1, "phase": "implement"}), "the transcript is damaged"),
+    ],
+)
+def test_resuming_a_missing_foreign_or_damaged_transcript_is_an_error_naming_the_file(
+    tmp_path: Path, tools: WorktreeTools, content: str | None, said: str
+) -> None:
+    transcript = tmp_path / "t.json"
+    if content is not None:
+        transcript.write_text(content)
+    provider = Recording(scripted(tmp_path, [submit("never asked")]))
+
+    with pytest.raises(TranscriptError) as raised:
+        resume(transcript, provider, tools)
+
+    message = str(raised.value)
+    assert isinstance(raised.value, ShiplineError)
+    assert message.startswith(f"cannot resume the session saved at {transcript}: ")
+    assert said in message
+    assert provider.requests == []
+    if content is not None:
+        assert "delete it to start the session afresh" in message
 
 
 def test_transcript_is_saved_when_the_provider_fails(tmp_path: Path, tools: WorktreeTools):

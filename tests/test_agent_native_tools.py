@@ -16,7 +16,6 @@ import pytest
 from conftest import Recording, scripted_provider
 from loopback import chat_reply, chat_tool_reply, error_reply, loopback, messages_reply
 from shipline.config import ProviderSettings
-from shipline.engine.coding import _RoutedProvider
 from shipline.providers.anthropic_provider import AnthropicProvider
 from shipline.providers.base import Completion, CompletionRequest, Message, ToolCall, as_text
 from shipline.providers.openai_compat import OpenAICompatProvider
@@ -313,7 +312,7 @@ def test_router_falls_back_mid_session_from_native_calls_to_the_text_protocol(
         chat_tool_reply(("call_1", "write_file", NOTES)), error_reply(503, "overloaded")
     ) as server:
         router = Router({"oa": openai(server.url), "backup": backup}, {"t": ["oa", "backup"]})
-        provider = _RoutedProvider(lambda r: router.complete("t", r).completion)
+        provider = router.bind("t")
         result = run_session(provider, tools, "Write notes.", tmp_path / "t.json")
 
     assert (result.exit_reason, result.steps) == ("submitted", 2)

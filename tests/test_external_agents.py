@@ -22,20 +22,20 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from shipline.config import AgentSettings
-from shipline.errors import ShiplineError
+from shipline.errors import ConfigError, ShiplineError
 from shipline.providers.pricing import table_price
 from shipline.sessions import aider, claude, codex, gemini
+from shipline.sessions.base import AgentCall, AgentReport, AgentUnavailable
 from shipline.sessions.external import (
-    AgentCall,
-    AgentReport,
-    AgentUnavailable,
+    AGENT_KINDS,
     ExternalAgent,
     agent_cost,
+    agent_kind,
     vendor_of,
 )
 
@@ -551,6 +551,26 @@ def test_secrets_are_redacted_in_tool_records_and_the_log(tmp_path: Path, worktr
     assert SECRET not in log.read_text() and "thread.started" in log.read_text()
 
 
+def test_sensitive_work_never_starts_an_agent_that_is_not_in_house(
+    tmp_path: Path, worktree: Path
+) -> None:
+    started = tmp_path / "argv.json"
+    env = {"REPLAY_OUTPUT": str(FIXTURES / "codex.jsonl"), "REPLAY_ARGV": str(started)}
+    hosted = ExternalAgent("cx", AgentSettings(kind="codex", command=REPLAY, env=env))
+
+    with pytest.raises(ConfigError) as raised:
+        hosted.run(TASK, worktree, sensitive=True)
+
+    assert "agent 'cx' is not in-house ([agents.cx] in_house = false)" in str(raised.value)
+    assert not started.exists()  # the agent was never started
+    assert hosted.run(TASK, worktree).exit_reason == "submitted"  # work that is not sensitive
+    assert started.exists()
+    started.unlink()
+    in_house = AgentSettings(kind="codex", command=REPLAY, env=env, in_house=True)
+    result = ExternalAgent("cx", in_house).run(TASK, worktree, sensitive=True)
+    assert result.exit_reason == "submitted" and started.exists()
+
+
 # --- decisions ------------------------------------------------------------------------------
 
 
@@ -574,6 +594,12 @@ def test_cost_prefers_the_agents_figure_then_the_configured_prices_then_the_tabl
     unknown = AgentSettings(kind="codex", model="in-house-coder-7b")
     assert agent_cost(unknown, "openai", AgentReport(**tokens)) is None
     assert agent_cost(priced, "openai", AgentReport()) is None  # no tokens reported
+
+
+def test_every_agent_kind_of_the_config_has_its_adapter() -> None:
+    kinds = get_args(AgentSettings.model_fields["kind"].annotation)
+    assert sorted(AGENT_KINDS) == sorted(kinds)
+    assert {kind: agent_kind(kind).binary for kind in kinds} == {k: k for k in kinds}
 
 
 def test_aider_models_are_priced_by_their_vendor_prefix() -> None:
@@ -604,6 +630,78 @@ def test_commands_put_the_task_last_and_out_of_reach_of_options(tmp_path: Path) 
 # --- an external agent as a phase's session runner, through the CLI ------------------------
 
 
+def codex_writes(path: str, content: str, summary: str) -> Wire:
+    """The scripted model behind codex: write `content` into `path` with one shell command,
+    then answer `summary`."""
+
+    def wire(body: dict[str, Any], answered: bool, call_id: str) -> bytes:
+        if answered:
+            item: dict[str, Any] = {
+                "type": "message",
+                "role": "assistant",
+                "id": f"msg_{call_id}",
+                "content": [{"type": "output_text", "text": summary}],
+            }
+        else:
+            item = {
+                "type": "function_call",
+                "name": "exec_command",
+                "call_id": call_id,
+                "arguments": json.dumps({"cmd": f"cat > {path} <<'PYEOF'\n{content}PYEOF"}),
+            }
+        usage = {"input_tokens": USAGE_IN, "output_tokens": USAGE_OUT, "total_tokens": 120}
+        return _sse(
+            [
+                {"type": "response.created", "response": {"id": f"resp_{call_id}"}},
+                {"type": "response.output_item.done", "item": item},
+                {
+                    "type": "response.completed",
+                    "response": {"id": f"resp_{call_id}", "usage": usage},
+                },
+            ]
+        )
+
+    return wire
+
+
+def codex_agent_toml(name: str, binary: Path, model: ScriptedModel, home: Path, *lines: str) -> str:
+    """`[agents.NAME]`: the real codex CLI on the scripted model (a custom model provider on
+    loopback), with `lines` added to the entry."""
+    home.mkdir()
+    provider = {
+        "model_provider": '"loopback"',
+        "model_providers.loopback.name": '"loopback"',
+        "model_providers.loopback.base_url": f'"{model.url}/v1"',
+        "model_providers.loopback.env_key": '"LOOPBACK_API_KEY"',
+        "model_providers.loopback.wire_api": '"responses"',
+    }
+    args = ", ".join(json.dumps(w) for k, v in provider.items() for w in ("-c", f"{k}={v}"))
+    added = "".join(f"{line}\n" for line in lines)
+    return f"""
+[agents.{name}]
+kind = "codex"
+command = {json.dumps(str(binary))}
+model = "gpt-4o-mini"
+args = [{args}]
+env = {{ CODEX_HOME = {json.dumps(str(home))}, LOOPBACK_API_KEY = "dummy" }}
+{added}"""
+
+
+def stand_in_agent_toml(name: str, started: Path) -> str:
+    """`[agents.NAME]`: replay.py standing in for codex; it writes its argv to `started` as
+    soon as it runs, so a test can tell that it never started."""
+    sample = str(FIXTURES / "codex.jsonl")
+    return f"""
+[agents.{name}]
+kind = "codex"
+command = {json.dumps(REPLAY)}
+env = {{ REPLAY_OUTPUT = {json.dumps(sample)}, REPLAY_ARGV = {json.dumps(str(started))} }}
+"""
+
+
+IMPLEMENT_BY_CX = '\n[phases.implement]\nsession = "cx"\n'
+
+
 def test_codex_as_implements_session_runner_turns_ci_green_and_merges(
     tmp_path: Path, scripted: Callable[[Wire], ScriptedModel]
 ) -> None:
@@ -621,56 +719,8 @@ def test_codex_as_implements_session_runner_turns_ci_green_and_merges(
     )
 
     binary = npm_cli("codex")
-    code = shout_code()
-
-    def writes_the_code(body: dict[str, Any], answered: bool, call_id: str) -> bytes:
-        if answered:
-            item: dict[str, Any] = {
-                "type": "message",
-                "role": "assistant",
-                "id": f"msg_{call_id}",
-                "content": [{"type": "output_text", "text": "Added --shout to greet/cli.py."}],
-            }
-        else:
-            item = {
-                "type": "function_call",
-                "name": "exec_command",
-                "call_id": call_id,
-                "arguments": json.dumps({"cmd": f"cat > greet/cli.py <<'PYEOF'\n{code}PYEOF"}),
-            }
-        usage = {"input_tokens": USAGE_IN, "output_tokens": USAGE_OUT, "total_tokens": 120}
-        return _sse(
-            [
-                {"type": "response.created", "response": {"id": f"resp_{call_id}"}},
-                {"type": "response.output_item.done", "item": item},
-                {
-                    "type": "response.completed",
-                    "response": {"id": f"resp_{call_id}", "usage": usage},
-                },
-            ]
-        )
-
-    model = scripted(writes_the_code)
-    (tmp_path / "codex-home").mkdir()
-    provider = {
-        "model_provider": '"loopback"',
-        "model_providers.loopback.name": '"loopback"',
-        "model_providers.loopback.base_url": f'"{model.url}/v1"',
-        "model_providers.loopback.env_key": '"LOOPBACK_API_KEY"',
-        "model_providers.loopback.wire_api": '"responses"',
-    }
-    args = ", ".join(json.dumps(w) for k, v in provider.items() for w in ("-c", f"{k}={v}"))
-    extra = f"""
-[phases.implement]
-session = "cx"
-
-[agents.cx]
-kind = "codex"
-command = {json.dumps(str(binary))}
-model = "gpt-4o-mini"
-args = [{args}]
-env = {{ CODEX_HOME = {json.dumps(str(tmp_path / "codex-home"))}, LOOPBACK_API_KEY = "dummy" }}
-"""
+    model = scripted(codex_writes("greet/cli.py", shout_code(), "Added --shout to greet/cli.py."))
+    extra = IMPLEMENT_BY_CX + codex_agent_toml("cx", binary, model, tmp_path / "codex-home")
     project = sample_project(tmp_path / "repo", extra)
     feature = demo_ticket("feature")
     ticket_id = project.add("feature", feature["title"], feature["body"])
@@ -690,3 +740,101 @@ env = {{ CODEX_HOME = {json.dumps(str(tmp_path / "codex-home"))}, LOOPBACK_API_K
     assert "--shout" in git(project.root, "show", "main:greet/cli.py")
     assert len(main_log(project)) == 2
     assert_every_commit_is_green(project, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "policy"),
+    [(("--sensitive",), ""), (("--lane", "3"), "\n[lanes.3]\nin_house_only = true\n")],
+    ids=["sensitive-ticket", "in-house-only-lane"],
+)
+def test_sensitive_ticket_never_starts_a_hosted_agent(
+    tmp_path: Path, flags: tuple[str, ...], policy: str
+) -> None:
+    """A ticket whose work must stay in-house hands off before its code phase would start an
+    agent that is not `in_house`: the agent never runs, whatever model it would have used."""
+    from test_workspaces_e2e import module_ticket_rules, rows, sample_project
+
+    started = tmp_path / "started.json"
+    extra = IMPLEMENT_BY_CX + stand_in_agent_toml("cx", started) + policy
+    project = sample_project(tmp_path / "repo", extra, module_ticket_rules(1))
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.", *flags)
+    project.cli("run")
+
+    detail = project.show(ticket_id)
+    assert detail["status"] == "needs-human"
+    reason = detail["handoff_reason"]
+    assert reason.startswith("implement: agent 'cx' is not in-house ([agents.cx] in_house = false)")
+    assert "sensitive" in reason
+    assert not started.exists()  # the agent was never started
+    assert rows(project, "SELECT COUNT(*) FROM calls WHERE provider = 'cx'") == [(0,)]
+    # the phases before it ran, on the in-house scripted provider
+    assert [(p["phase"], p["status"]) for p in detail["phases"][:2]] == [
+        ("diagnose", "passed"),
+        ("tests", "passed"),
+    ]
+
+
+def test_in_house_agent_runs_a_sensitive_ticket(
+    tmp_path: Path, scripted: Callable[[Wire], ScriptedModel]
+) -> None:
+    """`[agents.cx] in_house = true` (codex on a model served on loopback): a sensitive ticket's
+    code is written by it, judged green and merged."""
+    from test_workspaces_e2e import git, module_ticket_rules, rows, sample_project
+
+    binary = npm_cli("codex")
+    code = "def value() -> int:\n    return 1\n"
+    model = scripted(codex_writes("greet/extra_1.py", code, "Added greet/extra_1.py."))
+    agent = codex_agent_toml("cx", binary, model, tmp_path / "codex-home", "in_house = true")
+    project = sample_project(tmp_path / "repo", IMPLEMENT_BY_CX + agent, module_ticket_rules(1))
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.", "--sensitive")
+    project.cli("run", timeout=300)
+
+    detail = project.show(ticket_id)
+    assert detail["status"] == "done", detail["handoff_reason"]
+    assert model.requests  # the in-house model served the agent
+    [(provider_name, tier)] = rows(
+        project,
+        "SELECT provider, tier FROM calls "
+        "WHERE ticket_id = ? AND phase = 'implement' AND role = 'producer'",
+        ticket_id,
+    )
+    assert (provider_name, tier) == ("cx", "agent")
+    assert git(project.root, "show", "main:greet/extra_1.py") == code
+
+
+def test_a_reached_budget_stops_an_external_session_before_it_starts(tmp_path: Path) -> None:
+    """The budget is checked before an agent starts, as before each provider call: the tests
+    phase (on a paid tier, without a validator) spends the ticket's budget, and implement's
+    agent is never started."""
+    from conftest import SCRIPTED_TOML
+    from test_workspaces_e2e import JUDGE_TOML, module_ticket_rules, rows, sample_project
+
+    started = tmp_path / "started.json"
+    project = sample_project(tmp_path / "repo", rules=module_ticket_rules(1))
+    paid = """
+[providers.paid]
+kind = "scripted"
+script = "script.yaml"
+price_input_per_mtok = 1000.0
+price_output_per_mtok = 1000.0
+
+[phases.tests]
+tier = "paid"
+validator = false
+
+[budgets]
+per_ticket_usd = 0.01
+"""
+    toml = SCRIPTED_TOML + 'paid = ["paid"]\n' + JUDGE_TOML + paid + IMPLEMENT_BY_CX
+    (project.root / "shipline.toml").write_text(toml + stand_in_agent_toml("cx", started))
+    ticket_id = project.add("hotfix", "Add extra 1", "Module extra_1.")
+    project.cli("run")
+
+    detail = project.show(ticket_id)
+    assert detail["status"] == "needs-human"
+    reason = detail["handoff_reason"]
+    assert reason.startswith(f"implement: budget reached: ticket #{ticket_id} spent $")
+    assert "of its $0.01 budget ([budgets] per_ticket_usd)" in reason
+    assert not started.exists()  # the agent was never started
+    paid_phases = rows(project, "SELECT DISTINCT phase FROM calls WHERE cost > 0")
+    assert paid_phases == [("tests",)]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from shipline.demo.sample import DEMO_TICKETS, REPLAY_SCRIPT, write_sample_repo
+from shipline.errors import ShiplineError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.markdown import (
     FileBlock,
@@ -90,6 +91,11 @@ def test_registry_holds_every_phase_of_the_vocabulary() -> None:
 
 def test_unknown_phase_is_a_key_error_naming_the_known_ones() -> None:
     with pytest.raises(KeyError, match="known phases: discovery"):
+        get_phase("deploy")
+
+
+def test_unknown_phase_is_a_shipline_error_a_user_reads_without_a_traceback() -> None:
+    with pytest.raises(ShiplineError, match="unknown phase 'deploy' \\(known phases: "):
         get_phase("deploy")
 
 

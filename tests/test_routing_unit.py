@@ -13,8 +13,8 @@ from genai_prices import Usage, calc_price
 
 from loopback import FakeClock
 from shipline.config import ProviderSettings
-from shipline.errors import ConfigError, ProviderError
-from shipline.providers.base import Completion, CompletionRequest, Message
+from shipline.errors import BudgetExceeded, ConfigError, ProviderError
+from shipline.providers.base import Completion, CompletionRequest, Message, Provider
 from shipline.providers.guard import (
     CircuitBreaker,
     Guard,
@@ -363,6 +363,60 @@ def test_explain_shows_cooling_and_excluded_entries_with_their_reasons() -> None
     assert hosted.reason == "1 consecutive failures, 90s of cooldown left"
     assert (inhouse.status, inhouse.reason) == ("ready", "")
     assert [e.status for e in router.explain("cheap", sensitive=True)] == ["excluded", "ready"]
+
+
+# --- the router as a provider ---------------------------------------------------------------
+
+
+def test_a_bound_router_is_a_provider_that_falls_back_and_records_each_call() -> None:
+    first = SequenceProvider("first", [server_error(401)])
+    second = SequenceProvider("second", [DONE])
+    router = Router({"first": first, "second": second}, {"mid": ["first", "second"]})
+    records: list[CallRecord] = []
+    hooks: list[str] = []
+
+    provider = router.bind(
+        "mid",
+        record=records.append,
+        before_call=lambda: hooks.append("before"),
+        after_call=lambda: hooks.append(f"after {len(records)} records"),
+    )
+    completion = provider.complete(REQUEST)
+
+    assert isinstance(provider, Provider)
+    assert completion == DONE
+    assert [(r.provider, r.fallback) for r in records] == [("first", False), ("second", True)]
+    assert hooks == ["before", "after 2 records"]
+    assert provider.in_house is False  # a hosted entry may answer
+
+
+def test_a_bound_router_refuses_a_call_its_before_hook_refuses() -> None:
+    """The engine's budget check: raising before the call means no call goes out."""
+    hosted = SequenceProvider("hosted", [DONE])
+    router = Router({"hosted": hosted}, {"mid": ["hosted"]})
+
+    def over_budget() -> None:
+        raise BudgetExceeded("budget reached")
+
+    with pytest.raises(BudgetExceeded):
+        router.bind("mid", before_call=over_budget).complete(REQUEST)
+    assert hosted.calls == 0
+
+
+def test_a_bound_router_for_sensitive_work_only_reaches_in_house_providers() -> None:
+    hosted = SequenceProvider("hosted", [DONE])
+    inhouse = SequenceProvider("inhouse", [DONE], in_house=True)
+    router = Router({"hosted": hosted, "inhouse": inhouse}, {"mid": ["hosted", "inhouse"]})
+
+    sensitive = router.bind("mid", sensitive=True)
+    sensitive.complete(REQUEST)
+
+    assert (hosted.calls, inhouse.calls) == (0, 1)
+    assert sensitive.in_house is True
+    only_hosted = Router({"hosted": hosted}, {"mid": ["hosted"]}).bind("mid", sensitive=True)
+    with pytest.raises(ConfigError, match="in_house = true"):
+        only_hosted.complete(REQUEST)
+    assert hosted.calls == 0
 
 
 # --- pricing ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Spending limits: has a ticket, or today, spent its `[budgets]` allowance?
 
-The engine asks `over_budget` before each provider call and hands the ticket to a human
-with the reason it returns. The spend is read from the calls table, so it counts every
+The engine asks `over_budget` before each provider call and before each external agent's run
+(whose cost is known only afterwards), and hands the ticket to a human with the reason it
+returns. The spend is read from the calls table, so it counts every
 worker on every machine that shares the store.
 
 - `per_ticket_usd`: the known cost of every call of this ticket, retries and failed tries
@@ -46,7 +47,7 @@ def day_start(now: datetime) -> datetime:
 def over_budget(
     session: Session, settings: Settings, ticket_id: int, *, now: datetime | None = None
 ) -> str | None:
-    """Why `ticket_id` may not make another provider call, or None when it may.
+    """Why `ticket_id` may not make another provider call (or agent run), or None when it may.
 
     Both budgets are checked; when both are reached, both reasons are given.
     """

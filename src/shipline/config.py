@@ -6,6 +6,7 @@ max_attempts must be >= 1 (got 0)`.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipline.errors import ConfigError
+from shipline.phases import PHASES
 
 CONFIG_FILE = "shipline.toml"
 STATE_DIR = ".shipline"
@@ -37,6 +39,11 @@ DEFAULT_PHASE_TIERS: dict[str, str] = {
     "fix-ci": "mid",
     "review": "mid",
 }
+
+KINDS = ("feature", "hotfix", "epic")
+SESSION_PHASES = ("tests", "implement", "fix-ci")  # the phases that change code
+ROUTE_KEY = re.compile(r"^(?P<kind>[a-z][a-z0-9_-]*)(?:\.lane(?P<lane>[1-3]))?$")
+"""A `[routes]` key: KIND, or KIND.laneN for one lane's route."""
 
 
 class _Strict(BaseModel):
@@ -156,6 +163,9 @@ class AgentSettings(_Strict):
     model: str = ""
     args: list[str] = Field(default_factory=list)  # extra arguments, appended
     env: dict[str, str] = Field(default_factory=dict)  # extra environment for the agent
+    # The agent's model runs in-house (a loopback or company server): it may work on sensitive
+    # tickets. False: a sensitive ticket, or one in an in_house_only lane, never starts it.
+    in_house: bool = False
     # prices in USD per million tokens, for agents that report tokens but no cost
     price_input_per_mtok: float | None = Field(default=None, ge=0)
     price_output_per_mtok: float | None = Field(default=None, ge=0)
@@ -253,11 +263,79 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
         got = first.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
         raise ConfigError(f"{source} [{where}] {message}{shown}") from None
-    # Routes are validated against the phase registry here, so a typo fails at load time.
-    from shipline.engine.routes import validate_routes
-
     validate_routes(settings, source)
     return settings
+
+
+def validate_routes(settings: Settings, source: str) -> None:
+    """Every route names known phases, once each, and `split` may only end a route; every
+    `[phases.NAME]` is a phase, a session runs only on a code phase, and every tier exists."""
+    for key, phases in settings.routes.items():
+        where = f"{source} [routes] {key}"
+        if not ROUTE_KEY.match(key):
+            raise ConfigError(f"{where}: keys are KIND or KIND.laneN (N = 1, 2 or 3)")
+        if not phases:
+            raise ConfigError(f"{where} is empty: list at least one phase")
+        seen: set[str] = set()
+        for phase in phases:
+            if phase not in PHASES:
+                known = ", ".join(sorted(PHASES))
+                raise ConfigError(f"{where} names unknown phase {phase!r} (known: {known})")
+            if phase == "fix-ci":
+                raise ConfigError(
+                    f"{where} lists 'fix-ci': it is not routed, the engine starts it when CI "
+                    "is red after implement or a merge fails (set [phases.fix-ci] instead)"
+                )
+            if phase in seen:
+                raise ConfigError(
+                    f"{where} has a cycle: {phase!r} appears twice; a route runs each phase once"
+                )
+            seen.add(phase)
+        if "split" in phases and phases[-1] != "split":
+            raise ConfigError(f"{where}: 'split' must be the last phase of a route")
+    kinds = {m.group("kind") for key in settings.routes if (m := ROUTE_KEY.match(key))}
+    for kind in sorted(kinds | set(KINDS)):
+        if kind not in settings.routes:
+            raise ConfigError(
+                f"{source} [routes] has no route for kind {kind!r}: a lane route "
+                f"({kind}.laneN) overrides a kind's route, it does not replace it"
+            )
+    for name in settings.phases:
+        if name not in PHASES:
+            known = ", ".join(sorted(PHASES))
+            raise ConfigError(f"{source} [phases.{name}] is not a phase (known: {known})")
+    for name, phase_settings in settings.phases.items():
+        session = phase_settings.session
+        if not session:
+            continue
+        if name not in SESSION_PHASES:
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r}: only the code phases "
+                f"({', '.join(SESSION_PHASES)}) run coding sessions"
+            )
+        if not settings.judge.command.strip():
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r} needs [judge] command: a "
+                "session works in the ticket's worktree, which only exists with a judge"
+            )
+        if session != "builtin" and session not in settings.agents:
+            known = ", ".join(["builtin", *sorted(settings.agents)])
+            raise ConfigError(
+                f"{source} [phases.{name}] session = {session!r} is neither 'builtin' nor an "
+                f"[agents.{session}] entry (known: {known})"
+            )
+    routed = {phase for phases in settings.routes.values() for phase in phases}
+    for name in sorted(routed | set(settings.phases)):
+        for key, tier in (
+            ("tier", settings.tier_for(name)),
+            ("validator_tier", settings.phase(name).validator_tier),
+        ):
+            if tier not in settings.tiers:
+                raise ConfigError(
+                    f"{source} [phases.{name}] {key} is {tier!r}, which is not a tier in "
+                    f"[tiers] (known: {', '.join(sorted(settings.tiers))}): add the tier or "
+                    f"set [phases.{name}] {key}"
+                )
 
 
 def load_settings(path: Path | None) -> Settings:

@@ -2,10 +2,12 @@
 
 Instead of one completion whose file blocks are applied, the phase runs a session in the
 ticket's worktree: the built-in agent loop (sessions/agent.py) on the phase's tier, through the
-router (so every model turn is a recorded, budgeted, fallback-capable call), or an external
-agent CLI (sessions/external.py). The session's work is committed on the ticket's branch and
-the attempt's deliverable is a report naming that commit (`Commit: <sha>`), with the changed
-files and a bounded diff; the code path (engine/code.py) checks that commit out and judges it.
+router bound as a provider (so every model turn is a recorded, budgeted, fallback-capable
+call), or an external agent CLI (sessions/external.py), which starts only when the ticket's
+budget allows it and, for sensitive work, only when `[agents.NAME] in_house` is true. The
+session's work is committed on the ticket's branch and the attempt's deliverable is a report
+naming that commit (`Commit: <sha>`), with the changed files and a bounded diff; the judge
+(engine/code.py) checks that commit out and judges it.
 
 Attempts and crashes:
 - attempt 1 starts on the step's base commit (a fix-ci after a failed merge, with the target
@@ -30,17 +32,13 @@ from typing import Any
 from shipline.atomic import write_json_atomic
 from shipline.config import STATE_DIR, Settings
 from shipline.engine.code import CodePath
-from shipline.providers.base import Completion, CompletionRequest, Message
-from shipline.sessions.agent import (
-    AgentSession,
-    SessionLimits,
-    SessionResult,
-    resume,
-)
+from shipline.providers.base import Message, Provider
+from shipline.sessions.agent import AgentSession, SessionLimits, resume
+from shipline.sessions.base import SessionResult
+from shipline.sessions.external import ExternalAgent
 from shipline.sessions.tools import DEFAULT_DENY, WorktreeTools
 from shipline.workspaces.git import Git
 
-Complete = Callable[[CompletionRequest], Completion]
 RecordAgentCall = Callable[[str, str, SessionResult, float], None]  # name, model, result, secs
 _DIFF_CHARS = 6000
 
@@ -50,19 +48,6 @@ class SessionAttempt:
     text: str  # the deliverable: the session's report, ending with `Commit: <sha>`
     messages: list[dict[str, str]]  # what the attempt keeps as its prompt
     result: SessionResult
-
-
-class _RoutedProvider:
-    """A Provider for the agent loop whose every call goes through the engine's router."""
-
-    name = "router"
-    in_house = False  # the router applies the ticket's in-house policy itself
-
-    def __init__(self, complete: Complete) -> None:
-        self._complete = complete
-
-    def complete(self, request: CompletionRequest) -> Completion:
-        return self._complete(request)
 
 
 class CodingSessions:
@@ -77,6 +62,7 @@ class CodingSessions:
         self,
         *,
         ticket_id: int,
+        kind: str,
         title: str,
         step_id: int,
         phase: str,
@@ -84,9 +70,14 @@ class CodingSessions:
         origin: str | None,
         task: Sequence[Message],
         objections: Sequence[str],
-        complete: Complete,
+        provider: Provider,
+        sensitive: bool,
+        check_budget: Callable[[], None],
         record_agent_call: RecordAgentCall,
     ) -> SessionAttempt:
+        """One attempt's session. `provider` serves the built-in loop (the router bound to the
+        phase's tier); an external agent starts only after `check_budget` (which raises when the
+        ticket's budget is reached) and, when `sensitive`, only if it is in-house."""
         runner = self.settings.phase(phase).session
         ws = self.code.workspace(ticket_id, title)
         git = self.code.git(ws.path)
@@ -111,9 +102,21 @@ class CodingSessions:
         if data is not None and data.get("exit_reason") and data.get("attempt", number) == number:
             result = _result_of(data)  # this attempt's session had finished: do not rerun it
         elif runner == "builtin":
-            result = self._builtin(ws.path, path, phase, task, data, message, complete)
+            result = self._builtin(
+                ws.path, path, phase, task, data, message, provider, number, kind, title
+            )
         else:
-            result = self._external(runner, ws.path, path, task, data, message, record_agent_call)
+            result = self._external(
+                runner,
+                ws.path,
+                path,
+                task,
+                data,
+                message,
+                record_agent_call,
+                sensitive=sensitive,
+                check_budget=check_budget,
+            )
         commit = git.commit_work(f"shipline #{ticket_id} {phase}: attempt {number}")
         _annotate(path, number=number, commit=commit, result=result)
         base = self.code.base_ref(ticket_id, step_id)
@@ -152,14 +155,20 @@ class CodingSessions:
         task: Sequence[Message],
         data: dict[str, Any] | None,
         message: str | None,
-        complete: Complete,
+        provider: Provider,
+        number: int,
+        kind: str,
+        title: str,
     ) -> SessionResult:
         options: dict[str, Any] = {
             "limits": self._limits(),
             "phase": phase,
             "max_tokens": self.settings.sessions.max_output_tokens,
+            # what each request carries of the attempt and the ticket (scripted rules match it)
+            "attempt": number,
+            "ticket_kind": kind,
+            "ticket_title": title,
         }
-        provider = _RoutedProvider(complete)
         if data is not None:
             return resume(path, provider, self._tools(worktree), message=message or "", **options)
         session = AgentSession(provider, self._tools(worktree), path, **options)
@@ -174,17 +183,20 @@ class CodingSessions:
         data: dict[str, Any] | None,
         message: str | None,
         record_agent_call: RecordAgentCall,
+        *,
+        sensitive: bool,
+        check_budget: Callable[[], None],
     ) -> SessionResult:
-        from shipline.sessions.external import ExternalAgent
-
         agent_settings = self.settings.agents[name]
         agent = ExternalAgent(name, agent_settings)
         prompt = _task_text(task) if data is None else (message or "")
         log_path = path.with_suffix(".log")
+        check_budget()  # as before each provider call: a reached budget never starts a run
         started = time.monotonic()
         result = agent.run(
             prompt,
             worktree,
+            sensitive=sensitive,
             resume_session_id=(data or {}).get("session_id"),
             timeout_s=self.settings.sessions.max_wall_s,
             log_path=log_path,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from shipline.engine.verdict import parse_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ShiplineError, StoreError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
-from shipline.providers.base import Completion, CompletionRequest, Message, Role
+from shipline.providers.base import CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
-from shipline.sessions.agent import SessionResult
+from shipline.sessions.base import SessionResult
 from shipline.store import models as m
 
 OnEvent = Callable[[int, str, str], None]
@@ -290,7 +290,8 @@ class AttemptRunner:
             conn.execute(sql.INSERT_MERGE, [code.merge])
 
     def _check_budget(self, ticket_id: int) -> None:
-        """Before each provider call: a reached budget hands the ticket to a human."""
+        """Before each provider call and each external agent's run: a reached budget hands the
+        ticket to a human."""
         if not self.settings.budgets.enabled:
             return
         with self.store.session() as session:
@@ -358,21 +359,13 @@ class AttemptRunner:
             f"{phase.name} attempt {ctx.number}: coding session ({runner}) in the worktree",
         )
         sensitive = self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane)
-        record = self._recorder(claim, "producer", ctx.number, calls)
-
-        def complete(request: CompletionRequest) -> Completion:
-            self._check_budget(claim.ticket_id)
-            request = replace(
-                request,
-                attempt=ctx.number,
-                ticket_kind=ctx.ticket.kind,
-                ticket_title=ctx.ticket.title,
-            )
-            routed = self.project.router.complete(
-                self.settings.tier_for(phase.name), request, sensitive=sensitive, record=record
-            )
-            self._flush_session_calls(claim, calls)
-            return routed.completion
+        provider = self.project.router.bind(
+            self.settings.tier_for(phase.name),
+            sensitive=sensitive,
+            record=self._recorder(claim, "producer", ctx.number, calls),
+            before_call=lambda: self._check_budget(claim.ticket_id),
+            after_call=lambda: self._flush_session_calls(claim, calls),
+        )
 
         def record_agent_call(name: str, model: str, result: SessionResult, secs: float) -> None:
             calls.append(
@@ -399,6 +392,7 @@ class AttemptRunner:
         objections = [o for item in ctx.history for o in item["objections"]]
         done = self.sessions.run(
             ticket_id=claim.ticket_id,
+            kind=ctx.ticket.kind,
             title=ctx.ticket.title,
             step_id=claim.step_id,
             phase=phase.name,
@@ -406,7 +400,9 @@ class AttemptRunner:
             origin=ctx.origin,
             task=prompt.messages,
             objections=objections,
-            complete=complete,
+            provider=provider,
+            sensitive=sensitive,
+            check_budget=lambda: self._check_budget(claim.ticket_id),
             record_agent_call=record_agent_call,
         )
         result = done.result

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipline.errors import ShiplineError
+
 from . import (
     diagnose,
     discovery,
@@ -52,13 +54,28 @@ VERDICT_SCHEMA: dict[str, Any] = {
 }
 
 
+class UnknownPhase(ShiplineError, KeyError):
+    """A phase name that is not in the registry (a mapping's KeyError too, for lookups)."""
+
+    def __str__(self) -> str:  # the message as written, not quoted the way KeyError's is
+        return str(self.args[0]) if self.args else ""
+
+
 def get_phase(name: str) -> PhaseSpec:
-    """The phase called `name`; KeyError naming the known phases when there is none."""
+    """The phase called `name`; UnknownPhase naming the known phases when there is none."""
     try:
         return PHASES[name]
     except KeyError:
         known = ", ".join(PHASES)
-        raise KeyError(f"unknown phase {name!r} (known phases: {known})") from None
+        raise UnknownPhase(f"unknown phase {name!r} (known phases: {known})") from None
 
 
-__all__ = ["PHASES", "VALIDATOR_TEMPLATE", "VERDICT_SCHEMA", "Check", "PhaseSpec", "get_phase"]
+__all__ = [
+    "PHASES",
+    "VALIDATOR_TEMPLATE",
+    "VERDICT_SCHEMA",
+    "Check",
+    "PhaseSpec",
+    "UnknownPhase",
+    "get_phase",
+]

@@ -1,4 +1,5 @@
-"""What a call cost, in USD: config overrides first, then the genai-prices table, else unknown.
+"""What a call (or an external agent's run) cost, in USD: config overrides first, then the
+genai-prices table, else unknown.
 
 An unknown price is None, never 0. The embedded and scripted providers are ours and cost 0.
 Token counts follow the OpenAI convention: `input_tokens` includes `cached_tokens`.
@@ -42,7 +43,7 @@ def table_price(
     The server is told by `base_url` (api.groq.com, openrouter.ai, ...); without one, the
     vendor of `kind` is meant. A loopback or in-house URL is never priced as a hosted API.
     """
-    try:
+    try:  # an optional dependency (the openai/anthropic extras): imported only when pricing
         from genai_prices import Usage, calc_price
     except ImportError:
         return None
@@ -65,6 +66,41 @@ def table_price(
     return Price(float(result.input_price), float(result.output_price))
 
 
+def price_usd(
+    model: str,
+    *,
+    kind: str,
+    base_url: str = "",
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    input_per_mtok: float | None = None,
+    output_per_mtok: float | None = None,
+) -> float | None:
+    """USD of one call or one agent run: each side at its configured price (USD per million
+    tokens) when one is set, else at the table's (`table_price`); None when a side has neither.
+
+    The one place where tokens become money: providers' calls (`call_cost`) and external
+    agents' runs (`sessions.external.agent_cost`) are both priced here.
+    """
+    input_usd = input_tokens * input_per_mtok / 1e6 if input_per_mtok is not None else None
+    output_usd = output_tokens * output_per_mtok / 1e6 if output_per_mtok is not None else None
+    if input_usd is None or output_usd is None:
+        table = table_price(
+            model,
+            kind=kind,
+            base_url=base_url,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+        )
+        if table is None:
+            return None
+        input_usd = table.input_usd if input_usd is None else input_usd
+        output_usd = table.output_usd if output_usd is None else output_usd
+    return input_usd + output_usd
+
+
 def call_cost(
     settings: ProviderSettings,
     model: str,
@@ -73,29 +109,17 @@ def call_cost(
     output_tokens: int,
     cached_tokens: int = 0,
 ) -> float | None:
-    """USD for one call. Each side uses its config override when set, else the table."""
+    """USD for one call of a provider: 0 for ours (local, scripted), else `price_usd` with the
+    entry's price overrides, the model it answered with (else its configured one) and its URL."""
     if settings.kind in FREE_KINDS:
         return 0.0
-    override_in = settings.price_input_per_mtok
-    override_out = settings.price_output_per_mtok
-    table: Price | None = None
-    if override_in is None or override_out is None:
-        table = table_price(
-            model or settings.model,
-            kind=settings.kind,
-            base_url=settings.base_url,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached_tokens,
-        )
-        if table is None:
-            return None
-    input_usd = input_tokens * override_in / 1e6 if override_in is not None else None
-    output_usd = output_tokens * override_out / 1e6 if override_out is not None else None
-    if input_usd is None:
-        assert table is not None
-        input_usd = table.input_usd
-    if output_usd is None:
-        assert table is not None
-        output_usd = table.output_usd
-    return input_usd + output_usd
+    return price_usd(
+        model or settings.model,
+        kind=settings.kind,
+        base_url=settings.base_url,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached_tokens,
+        input_per_mtok=settings.price_input_per_mtok,
+        output_per_mtok=settings.price_output_per_mtok,
+    )

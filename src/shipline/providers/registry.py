@@ -1,4 +1,6 @@
-"""Build the configured providers by kind. Vendor SDKs are imported only here, lazily."""
+"""Build the configured providers by kind. Vendor SDKs are imported only here, lazily: the
+openai and anthropic modules import their optional SDKs at the top, so they are imported when
+a provider of that kind is built (a missing SDK is then a ConfigError naming the extra)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from shipline.config import ProviderSettings, Settings
 from shipline.errors import ConfigError
 from shipline.providers.base import Provider
 from shipline.providers.guard import GuardPolicy
+from shipline.providers.local import LocalProvider
 from shipline.providers.router import Router
+from shipline.providers.scripted import ScriptedProvider
 
 
 def build_provider(name: str, settings: ProviderSettings, base_dir: Path) -> Provider:
     if settings.kind == "scripted":
-        from shipline.providers.scripted import ScriptedProvider
-
         if not settings.script:
             raise ConfigError(f'[providers.{name}] kind = "scripted" needs script = "FILE"')
         path = Path(settings.script)
@@ -24,18 +26,16 @@ def build_provider(name: str, settings: ProviderSettings, base_dir: Path) -> Pro
         return ScriptedProvider.from_file(
             name, path if path.is_absolute() else base_dir / path, in_house=True, prices=prices
         )
-    if settings.kind == "local":
-        from shipline.providers.local import LocalProvider
-
+    if settings.kind == "local":  # llama_cpp itself is imported when the model is loaded
         return LocalProvider(name, settings)
     if settings.kind == "openai":
-        try:
+        try:  # lazy: the openai SDK is an optional, heavy dependency
             from shipline.providers.openai_compat import OpenAICompatProvider
         except ImportError as exc:
             raise _missing_sdk(name, "openai", exc) from None
         return OpenAICompatProvider(name, settings)
     if settings.kind == "anthropic":
-        try:
+        try:  # lazy: the anthropic SDK is an optional, heavy dependency
             from shipline.providers.anthropic_provider import AnthropicProvider
         except ImportError as exc:
             raise _missing_sdk(name, "anthropic", exc) from None

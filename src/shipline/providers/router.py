@@ -2,7 +2,9 @@
 
 The engine calls `Router.complete(tier, request, sensitive=...)` and never names a vendor.
 Each provider sits behind a `Guard` (guard.py) that owns retries, cooldown and rate limits;
-the router only walks the chain and records every call that went out.
+the router only walks the chain and records every call that went out. `Router.bind(tier, …)`
+gives the router as a `Provider` (a fallback chain that is itself a model), for code that takes
+any provider, such as the built-in agent loop.
 """
 
 from __future__ import annotations
@@ -117,6 +119,26 @@ class Router:
             statuses.append(EntryStatus(name, model, provider.in_house, status, reason))
         return statuses
 
+    def bind(
+        self,
+        tier: str,
+        *,
+        sensitive: bool = False,
+        record: Callable[[CallRecord], None] | None = None,
+        before_call: Callable[[], None] | None = None,
+        after_call: Callable[[], None] | None = None,
+    ) -> RoutedProvider:
+        """This router as a `Provider` bound to one tier and one piece of work's policy: see
+        `RoutedProvider`."""
+        return RoutedProvider(
+            self,
+            tier,
+            sensitive=sensitive,
+            record=record,
+            before_call=before_call,
+            after_call=after_call,
+        )
+
     def guard(self, provider: str) -> Guard:
         """The guard of one provider (its breaker state shows whether it is cooling down)."""
         return self._guards[provider]
@@ -155,6 +177,45 @@ class Router:
         raise ProviderError(
             f"every provider of tier {tier!r} failed: " + "; ".join(reasons), retryable=retryable
         )
+
+
+class RoutedProvider:
+    """A router bound to a tier and a policy, as a `Provider` (like pydantic-ai's FallbackModel):
+    each `complete` walks the tier's chain (in-house entries only when `sensitive`), passes every
+    call that went out to `record`, and returns the completion that answered.
+
+    `before_call` runs before each call and refuses it by raising (the engine's budget check);
+    `after_call` runs after each answered call (the engine writes the recorded calls then).
+    `in_house` is True when nothing it sends can leave the house: sensitive work, or a tier of
+    in-house providers only.
+    """
+
+    name = "router"
+
+    def __init__(
+        self,
+        router: Router,
+        tier: str,
+        *,
+        sensitive: bool = False,
+        record: Callable[[CallRecord], None] | None = None,
+        before_call: Callable[[], None] | None = None,
+        after_call: Callable[[], None] | None = None,
+    ) -> None:
+        self.router, self.tier, self.sensitive = router, tier, sensitive
+        self.record, self.before_call, self.after_call = record, before_call, after_call
+        chain = router._tiers.get(tier, [])
+        self.in_house = sensitive or all(router._providers[n].in_house for n in chain)
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        if self.before_call is not None:
+            self.before_call()
+        routed = self.router.complete(
+            self.tier, request, sensitive=self.sensitive, record=self.record
+        )
+        if self.after_call is not None:
+            self.after_call()
+        return routed.completion
 
 
 def _recorder(

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipline.errors import ConfigError, ProviderError
+from shipline.phases import PHASES
 from shipline.providers.base import Completion, CompletionRequest, estimate_tokens
 
 
@@ -117,8 +118,6 @@ class ScriptedProvider:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"script {path} [{where}]: {first['msg']}") from None
-        from shipline.phases import PHASES
-
         for index, rule in enumerate(script.rules):
             if rule.phase != "*" and rule.phase not in PHASES:
                 raise ConfigError(

@@ -27,12 +27,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from shipline.atomic import write_json_atomic
-from shipline.errors import ProviderError
+from shipline.errors import ProviderError, ShiplineError
 from shipline.providers.base import (
     Completion,
     CompletionRequest,
@@ -41,6 +41,7 @@ from shipline.providers.base import (
     Role,
     ToolCall,
 )
+from shipline.sessions.base import SessionResult
 from shipline.sessions.tools import TOOL_SPECS, WorktreeTools
 
 TRANSCRIPT_VERSION = 1
@@ -58,6 +59,10 @@ AGENT_TOOLS: tuple[dict[str, Any], ...] = (*TOOL_SPECS, SUBMIT_TOOL)
 """What every request offers as native tools."""
 ONE_CALL_PER_TURN = "not run: one tool call per turn; call it again in your next turn if needed"
 NOT_RUN_INTERRUPTED = "not run: the session was interrupted"
+
+
+class TranscriptError(ShiplineError):
+    """A saved session cannot be resumed: its transcript is missing, unreadable or foreign."""
 
 
 class AgentExit(Exception):
@@ -151,19 +156,6 @@ def system_prompt() -> str:
         "You are a software engineer working in a git worktree, one tool call a step. "
         f"Paths are relative to the worktree.\nTools:\n{tools}\n{_PROTOCOL}"
     )
-
-
-@dataclass(frozen=True)
-class SessionResult:
-    """The normalised shape every session runner returns (built-in loop and external agents)."""
-
-    session_id: str
-    final_text: str
-    usage: dict[str, int]  # {input_tokens, output_tokens}
-    cost: float | None  # None when a provider did not know its price
-    exit_reason: str  # "submitted", "limits: …", "error: …"
-    steps: int
-    tool_records: list[dict[str, Any]] = field(default_factory=list)
 
 
 class AgentSession:
@@ -339,22 +331,50 @@ def resume(
     **options: Any,
 ) -> SessionResult:
     """Continue the session saved at `transcript_path`: its messages, records, steps and usage
-    are carried, `message` is appended, and the transcript goes on being written there."""
-    data = json.loads(Path(transcript_path).read_text(encoding="utf-8"))
-    if data.get("version") != TRANSCRIPT_VERSION:
-        raise ValueError(f"{transcript_path}: transcript version {data.get('version')!r}")
-    options.setdefault("phase", data["phase"])
-    options.setdefault("role", data["role"])
-    session = AgentSession(
-        provider, tools, transcript_path, session_id=data["session_id"], **options
-    )
-    session.messages = _answer_dangling([_message_from_json(m) for m in data["messages"]])
+    are carried, `message` is appended, and the transcript goes on being written there.
+    Raises TranscriptError when the file is missing, is not a transcript, or has another
+    version."""
+    path = Path(transcript_path)
+    data = _read_transcript(path)
+    try:
+        options.setdefault("phase", data["phase"])
+        options.setdefault("role", data["role"])
+        session = AgentSession(provider, tools, path, session_id=data["session_id"], **options)
+        session.messages = _answer_dangling([_message_from_json(m) for m in data["messages"]])
+        session.tool_records = list(data["tool_records"])
+        session.steps = int(data["steps"])
+        session.usage = {k: int(v) for k, v in data["usage"].items()}
+        session.cost = data["cost"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TranscriptError(
+            f"cannot resume the session saved at {path}: the transcript is damaged "
+            f"({type(exc).__name__}: {exc}); delete it to start the session afresh"
+        ) from None
     session.messages.append(Message("user", message))
-    session.tool_records = list(data["tool_records"])
-    session.steps = data["steps"]
-    session.usage = {k: int(v) for k, v in data["usage"].items()}
-    session.cost = data["cost"]
     return session._loop()
+
+
+def _read_transcript(path: Path) -> dict[str, Any]:
+    """The saved session at `path`, as written by `AgentSession.save`, or TranscriptError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TranscriptError(
+            f"cannot resume the session saved at {path}: {exc.strerror or exc}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TranscriptError(
+            f"cannot resume the session saved at {path}: not valid JSON ({exc}); delete it to "
+            "start the session afresh"
+        ) from None
+    version = data.get("version") if isinstance(data, dict) else None
+    if version != TRANSCRIPT_VERSION:
+        raise TranscriptError(
+            f"cannot resume the session saved at {path}: transcript version {version!r}, and "
+            f"this shipline resumes version {TRANSCRIPT_VERSION}; delete it to start the "
+            "session afresh"
+        )
+    return data
 
 
 def _answer_dangling(messages: list[Message]) -> list[Message]:
@@ -392,10 +412,10 @@ __all__ = [
     "FormatError",
     "LimitsExceeded",
     "SessionLimits",
-    "SessionResult",
     "SubmitAction",
     "Submitted",
     "ToolAction",
+    "TranscriptError",
     "parse_text_action",
     "resume",
     "run_session",

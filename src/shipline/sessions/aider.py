@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from shipline.sessions.external import AgentCall, AgentKind, AgentReport, UnparsableOutput
+from shipline.sessions.base import AgentCall, AgentKind, AgentReport, UnparsableOutput
 from shipline.workspaces.git import Git, WorkspaceError
 
 _NON_INTERACTIVE = (

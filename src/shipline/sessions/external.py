@@ -5,8 +5,11 @@ worktree, as an argv in its own process group (through `shipline.process`, which
 whole group at the timeout), and returns the same `SessionResult` as the built-in loop. Each
 kind is an `AgentKind` in a module of its own (`codex.py`, `claude.py`, `gemini.py`,
 `aider.py`): how to build its command line, and a pure parser of its output into an
-`AgentReport`. What is shared lives here: the run, the exit reason, and the cost (the agent's
-own figure, else the `[agents.NAME]` prices, else the genai-prices table, else unknown: None).
+`AgentReport` (the types they share are in `base.py`; `AGENT_KINDS` here is their registry).
+The run lives here, with the exit reason and the cost (the agent's own figure, else the
+`[agents.NAME]` prices, else the genai-prices table, else unknown: None). Sensitive work (a
+sensitive ticket, or an in_house_only lane) never starts an agent whose `[agents.NAME]
+in_house` is false.
 
 The agent's output goes to `log_path` with secrets redacted; the agent's environment is this
 process's plus the configured extras, and no value of it is ever logged.
@@ -14,111 +17,51 @@ process's plus the configured extras, and no value of it is ever logged.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from shipline.config import AgentSettings
-from shipline.errors import ShiplineError
+from shipline.errors import ConfigError, ShiplineError
 from shipline.process import run_command
-from shipline.providers.pricing import table_price
+from shipline.providers.pricing import price_usd
 from shipline.redact import redact
-from shipline.sessions.agent import SessionResult
-from shipline.sessions.tools import ToolCallRecord, _record_args
+from shipline.sessions.aider import KIND as AIDER
+from shipline.sessions.base import (
+    AgentCall,
+    AgentKind,
+    AgentReport,
+    AgentUnavailable,
+    SessionResult,
+    UnparsableOutput,
+)
+from shipline.sessions.claude import KIND as CLAUDE
+from shipline.sessions.codex import KIND as CODEX
+from shipline.sessions.gemini import KIND as GEMINI
 
 ERROR_TAIL_CHARS = 300
 _GEMINI_API = "https://generativelanguage.googleapis.com"
 
-
-class AgentUnavailable(ShiplineError):
-    """The agent's executable is not installed (or not where `[agents.NAME] command` says)."""
-
-
-class UnparsableOutput(ValueError):
-    """The agent's output is not in the format its adapter reads (raised by the parsers)."""
-
-
-@dataclass(frozen=True)
-class AgentCall:
-    """One run of an external agent, as its adapter sees it."""
-
-    settings: AgentSettings
-    task: str
-    workdir: Path
-    session_id: str  # the session to resume, or a fresh UUID of ours
-    resume: bool
-
-
-@dataclass
-class AgentReport:
-    """What an agent's output says about its run. Token counts follow the OpenAI convention
-    (`input_tokens` includes `cached_tokens`); None: the output did not say."""
-
-    session_id: str | None = None
-    model: str = ""  # the model the agent says it used
-    final_text: str = ""
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_tokens: int = 0
-    cost: float | None = None  # the agent's own figure, USD
-    steps: int = 0
-    tool_records: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None  # the agent said the run failed, and why
-
-    def record(self, name: str, args: Mapping[str, Any], result_size: int, exit_code: int) -> None:
-        """Keep one tool call, its arguments redacted (as the built-in loop keeps them)."""
-        self.tool_records.append(
-            ToolCallRecord(name, _record_args(args), result_size, exit_code).as_dict()
-        )
-
-
-@dataclass(frozen=True)
-class AgentKind:
-    """One agent CLI: its executable, whose price table prices it, and its two functions."""
-
-    binary: str  # the executable when `[agents.NAME] command` is empty
-    vendor: str  # openai | anthropic | google; "" when told by the model name (aider)
-    arguments: Callable[[AgentCall], list[str]]  # the argv after the executable
-    parse: Callable[[Iterable[str], AgentCall], AgentReport]  # may raise UnparsableOutput
-    # A resumed run reports the whole session's usage (codex), not this run's alone.
-    cumulative_usage: bool = False
+AGENT_KINDS: dict[str, AgentKind] = {
+    "codex": CODEX,
+    "claude": CLAUDE,
+    "gemini": GEMINI,
+    "aider": AIDER,
+}
+"""Every adapter by its `[agents.NAME] kind`."""
 
 
 def agent_kind(kind: str) -> AgentKind:
-    # The adapters import this module for its types, so they are imported here, when needed.
-    from shipline.sessions import aider, claude, codex, gemini
-
-    kinds = {"codex": codex.KIND, "claude": claude.KIND, "gemini": gemini.KIND, "aider": aider.KIND}
-    return kinds[kind]
-
-
-def json_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """The JSON objects with a string `type` among `lines` (stderr is merged in: skip the rest)."""
-    for line in lines:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("type"), str):
-            yield event
-
-
-def as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    """The adapter of `kind`; ConfigError naming the known kinds when there is none."""
+    try:
+        return AGENT_KINDS[kind]
+    except KeyError:
+        known = ", ".join(AGENT_KINDS)
+        raise ConfigError(f"unknown agent kind {kind!r} (known: {known})") from None
 
 
 # --- decisions (pure) -------------------------------------------------------------------------
@@ -144,33 +87,25 @@ def vendor_of(model: str) -> str:
 
 
 def agent_cost(settings: AgentSettings, vendor: str, report: AgentReport) -> float | None:
-    """USD of a run: the agent's own figure; else tokens at the configured prices, each side
-    falling back to the genai-prices table; else None (unknown is never 0)."""
+    """USD of a run: the agent's own figure; else its tokens priced by `price_usd` (the
+    `[agents.NAME]` prices, each side falling back to the vendor's list price); else None
+    (unknown is never 0)."""
     if report.cost is not None:
         return report.cost
     if report.input_tokens is None or report.output_tokens is None:
         return None
-    price_in, price_out = settings.price_input_per_mtok, settings.price_output_per_mtok
-    input_usd = report.input_tokens * price_in / 1e6 if price_in is not None else None
-    output_usd = report.output_tokens * price_out / 1e6 if price_out is not None else None
-    if input_usd is None or output_usd is None:
-        model = settings.model or report.model
-        vendor = vendor or vendor_of(model)
-        if not vendor:
-            return None
-        table = table_price(
-            model.rpartition("/")[2],
-            kind=vendor,
-            base_url=_GEMINI_API if vendor == "google" else "",
-            input_tokens=report.input_tokens,
-            output_tokens=report.output_tokens,
-            cached_tokens=report.cached_tokens,
-        )
-        if table is None:
-            return None
-        input_usd = table.input_usd if input_usd is None else input_usd
-        output_usd = table.output_usd if output_usd is None else output_usd
-    return input_usd + output_usd
+    model = settings.model or report.model
+    vendor = vendor or vendor_of(model)
+    return price_usd(
+        model.rpartition("/")[2],
+        kind=vendor,  # "" (a router's model name): no list price
+        base_url=_GEMINI_API if vendor == "google" else "",
+        input_tokens=report.input_tokens,
+        output_tokens=report.output_tokens,
+        cached_tokens=report.cached_tokens,
+        input_per_mtok=settings.price_input_per_mtok,
+        output_per_mtok=settings.price_output_per_mtok,
+    )
 
 
 def output_tail(text: str, *, events: bool = False, limit: int = ERROR_TAIL_CHARS) -> str:
@@ -236,13 +171,24 @@ class ExternalAgent:
         task: str,
         workdir: Path,
         *,
+        sensitive: bool = False,
         resume_session_id: str | None = None,
         timeout_s: float = 1800.0,
         log_path: Path | None = None,
     ) -> SessionResult:
         """Run the agent on `task` in `workdir` (or continue `resume_session_id`) until it exits
-        or `timeout_s` passes. Raises AgentUnavailable when its executable is missing (and
-        ShiplineError when `workdir` is); every other failure is the result's exit_reason."""
+        or `timeout_s` passes. Sensitive work never starts an agent that is not in-house: that is
+        a ConfigError before anything runs. Raises AgentUnavailable when its executable is
+        missing (and ShiplineError when `workdir` is); every other failure is the result's
+        exit_reason."""
+        if sensitive and not self.settings.in_house:
+            raise ConfigError(
+                f"agent {self.name!r} is not in-house ([agents.{self.name}] in_house = false) "
+                "and the work is sensitive (the ticket's flag, or its lane's in_house_only): it "
+                "may not go to a hosted model; run the phase on an in-house agent or the "
+                f"builtin session, or set [agents.{self.name}] in_house = true if the agent's "
+                "model runs in-house"
+            )
         if not Path(workdir).is_dir():
             raise ShiplineError(f"agent {self.name!r}: working directory {workdir} does not exist")
         env = self.environment()
@@ -296,12 +242,8 @@ def _write_redacted(source: Path, target: Path) -> None:
 
 
 __all__ = [
-    "AgentCall",
-    "AgentKind",
-    "AgentReport",
-    "AgentUnavailable",
+    "AGENT_KINDS",
     "ExternalAgent",
-    "UnparsableOutput",
     "agent_cost",
     "agent_kind",
     "exit_reason",

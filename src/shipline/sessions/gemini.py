@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shipline.sessions.external import (
+from shipline.sessions.base import (
     AgentCall,
     AgentKind,
     AgentReport,

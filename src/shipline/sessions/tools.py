@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from shipline.process import run_command
-from shipline.redact import redact, redact_obj, scrub_env
+from shipline.redact import redact, scrub_env
+from shipline.sessions.base import ToolCallRecord
 from shipline.workspaces.files import UnsafePathError, check_relative, resolve_inside
 
 EXIT_OK = 0
@@ -53,25 +54,6 @@ _WRAPPERS = {
 _SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
 _SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "|&", ";;"}
 _SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", ".mypy_cache", ".ruff_cache"}
-_RECORD_ARG_CHARS = 2000
-
-
-@dataclass(frozen=True)
-class ToolCallRecord:
-    """What the transcript and the audit log keep of one tool call."""
-
-    name: str
-    args: dict[str, Any]  # secrets redacted; long strings cut, with the cut said
-    result_size: int  # characters of text returned to the model
-    exit_code: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "args": self.args,
-            "result_size": self.result_size,
-            "exit_code": self.exit_code,
-        }
 
 
 @dataclass(frozen=True)
@@ -186,16 +168,6 @@ def _cut(text: str, limit: int) -> str:
     return f"{text[:head]}\n[… {len(text) - limit} characters left out …]\n{text[-tail:]}"
 
 
-def _record_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    redacted: dict[str, Any] = redact_obj(dict(args))
-    for key, value in redacted.items():
-        if isinstance(value, str) and len(value) > _RECORD_ARG_CHARS:
-            redacted[key] = (
-                value[:_RECORD_ARG_CHARS] + f"…[+{len(value) - _RECORD_ARG_CHARS} chars]"
-            )
-    return redacted
-
-
 @dataclass
 class WorktreeTools:
     """The tools of one coding session, bound to one worktree."""
@@ -215,7 +187,7 @@ class WorktreeTools:
     # each public tool: record, then return
     def _done(self, name: str, args: Mapping[str, Any], text: str, exit_code: int) -> ToolResult:
         text = _cut(text, self.max_output_chars)
-        record = ToolCallRecord(name, _record_args(args), len(text), exit_code)
+        record = ToolCallRecord.of(name, args, len(text), exit_code)
         self.records.append(record)
         return ToolResult(text, exit_code, record)
 
@@ -447,7 +419,6 @@ TOOL_SPECS: list[dict[str, Any]] = [
 __all__ = [
     "DEFAULT_DENY",
     "TOOL_SPECS",
-    "ToolCallRecord",
     "ToolResult",
     "WorktreeTools",
     "check_relative",
