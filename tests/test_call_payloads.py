@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from conftest import Project, demo_ticket, make_project
+from shipline.engine import sql
 from shipline.engine.project import open_project
+from shipline.providers.base import Message
 from shipline.store import models as m
 
 KEEP = "\n[calls]\nkeep_payloads = true\npayload_retention_days = 30\n"
@@ -95,3 +97,50 @@ def test_payloads_past_retention_are_pruned(tmp_path: Path) -> None:
     opened.close()
     project.cli("run")
     assert payload_rows(project)[1] == []
+
+
+def test_calls_with_and_without_a_payload_are_written_together(tmp_path: Path) -> None:
+    """A coding session's calls mix router calls (with a payload) and an external agent's
+    (none): one flush writes both, each payload under its own call."""
+    project = make_project(tmp_path / "repo", None)
+    ticket_id = project.add("hotfix", "greet crashes on an empty name")
+    opened = open_project(project.root)
+    with opened.store.session() as session:
+        step_id = session.scalars(select(m.Step.id).where(m.Step.ticket_id == ticket_id)).first()
+
+    def call(model: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "ticket_id": ticket_id,
+            "step_id": step_id,
+            "phase": "implement",
+            "role": "producer",
+            "attempt": 1,
+            "provider": "p",
+            "model": model,
+            "tier": "mid",
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cached_tokens": 0,
+            "latency_ms": 1.0,
+            "cost": 0.0,
+            "fallback": False,
+            "error": None,
+            "created_at": m.utcnow(),
+        }
+        if payload is not None:
+            row[sql.PAYLOAD] = payload
+        return row
+
+    first = sql.call_payload([Message("user", "token=abc123secret please")], "one")
+    calls = [call("a", first), call("agent", None), call("c", sql.call_payload([], None))]
+    with opened.store.transaction() as conn:
+        sql.insert_calls(conn, calls)
+    with opened.store.session() as session:
+        rows = session.scalars(select(m.Call).where(m.Call.phase == "implement"))
+        by_model = {c.model: c.id for c in rows}
+        payloads = {p.call_id: p for p in session.scalars(select(m.CallPayload))}
+    opened.close()
+    assert set(payloads) == {by_model["a"], by_model["c"]}
+    assert payloads[by_model["a"]].messages == [{"role": "user", "content": "token=*** please"}]
+    assert payloads[by_model["a"]].response == "one"
+    assert payloads[by_model["c"]].response is None

@@ -23,13 +23,12 @@ from shipline.engine.loop import (
     AttemptContext,
     AttemptRunner,
     Claim,
-    LeaseLost,
     OnEvent,
     load_context,
 )
 from shipline.store import models as m
 from shipline.store.db import Store
-from shipline.store.lease import Heartbeat, lease_token
+from shipline.store.lease import Heartbeat, LeaseLost, lease_token
 
 # How often an idle worker does its housekeeping (pruning old call payloads).
 HOUSEKEEPING_EVERY_S = 3600.0
