@@ -107,6 +107,14 @@ class WorkerSettings(_Strict):
     poll_s: float = Field(default=1.0, gt=0)
 
 
+class CallSettings(_Strict):
+    """`[calls]`: what the store keeps of each provider call besides its bill."""
+
+    # The prompt and answer of every call, redacted, in `call_payloads` (for distillation).
+    keep_payloads: bool = False
+    payload_retention_days: float = Field(default=30.0, ge=0)  # pruned when a worker idles
+
+
 class JudgeSettings(_Strict):
     """`[judge]`: the project's own CI command, run in the ticket's worktree. Empty: no judge
     (tests and implement are judged on their deliverable only, nothing touches git)."""
@@ -212,6 +220,7 @@ class Settings(_Strict):
     phases: dict[str, PhaseSettings] = Field(default_factory=dict)
     validator: ValidatorSettings = ValidatorSettings()
     worker: WorkerSettings = WorkerSettings()
+    calls: CallSettings = CallSettings()
     budgets: BudgetSettings = BudgetSettings()
     lanes: dict[Literal["1", "2", "3"], LaneSettings] = Field(default_factory=dict)
     judge: JudgeSettings = JudgeSettings()

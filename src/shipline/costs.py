@@ -27,6 +27,7 @@ from shipline.store.db import Store
 GroupBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 TOTAL = "total"
+NO_TICKET = "-"  # the group of the calls that belong to no ticket (grouped by ticket)
 
 
 def usd(amount: float) -> str:
@@ -50,9 +51,10 @@ def unknown_price() -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class CallRow:
-    """The part of one `calls` row that the bill needs."""
+    """The part of one `calls` row that the bill needs (`ticket_id` None: a call of another
+    owner, such as a queue item's action)."""
 
-    ticket_id: int
+    ticket_id: int | None
     phase: str
     model: str
     provider: str
@@ -71,7 +73,7 @@ class CallRow:
         if by == "day":
             return self.created_at.date().isoformat()  # the store keeps UTC
         if by == "ticket":
-            return f"#{self.ticket_id}"
+            return NO_TICKET if self.ticket_id is None else f"#{self.ticket_id}"
         return str(getattr(self, by)) or "-"
 
 
@@ -142,8 +144,11 @@ def aggregate(rows: Iterable[CallRow], by: GroupBy | None) -> list[CostGroup]:
     for row in rows:
         key = row.key(by)
         groups.setdefault(key, CostGroup(key)).add(row)
-    if by == "ticket":
-        return sorted(groups.values(), key=lambda g: int(g.key.lstrip("#")))
+    if by == "ticket":  # the calls of other owners last
+        return sorted(
+            groups.values(),
+            key=lambda g: (g.key == NO_TICKET, 0 if g.key == NO_TICKET else int(g.key[1:])),
+        )
     if by == "day":
         return sorted(groups.values(), key=lambda g: g.key)
     return list(groups.values())

@@ -35,17 +35,16 @@ from shipline.providers.base import CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
 from shipline.sessions.base import SessionResult
 from shipline.store import models as m
+from shipline.store.lease import LeaseLost
 
 OnEvent = Callable[[int, str, str], None]
 LeaseUntil = Callable[[], datetime]
 
 
-class LeaseLost(Exception):
-    """Another worker took this step over (our lease expired); drop our result."""
-
-
 @dataclass(frozen=True)
 class Claim:
+    """A step held under a lease (store/lease.py): what the attempt needs to know of it."""
+
     step_id: int
     ticket_id: int
     phase: str
@@ -56,6 +55,10 @@ class Claim:
     attempts_used: int = 0
     attempts_allowed: int = 1
     route: tuple[str, ...] = ()
+
+    def renew(self, conn: Connection, until: datetime) -> None:
+        """Fence: extend our lease on the step, or raise LeaseLost."""
+        sql.STEP_LEASE.renew(conn, self.step_id, self.token, until)
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,7 @@ class AttemptContext:
 
 def renew_lease(conn: Connection | Session, claim: Claim, until: datetime) -> None:
     """Fence: extend our lease, or raise LeaseLost if the step is no longer ours."""
-    connection = conn.connection() if isinstance(conn, Session) else conn
-    result = connection.execute(
-        sql.RENEW, {"sid": claim.step_id, "token": claim.token, "until": until}
-    )
-    if result.rowcount != 1:
-        raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
+    claim.renew(conn.connection() if isinstance(conn, Session) else conn, until)
 
 
 def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
@@ -302,27 +300,30 @@ class AttemptRunner:
     def _recorder(
         self, claim: Claim, role: Role, number: int, calls: list[dict[str, Any]]
     ) -> Callable[[CallRecord], None]:
+        keep_payloads = self.settings.calls.keep_payloads
+
         def record(call: CallRecord) -> None:
-            calls.append(
-                {
-                    "ticket_id": claim.ticket_id,
-                    "step_id": claim.step_id,
-                    "phase": claim.phase,
-                    "role": role,
-                    "attempt": number,
-                    "provider": call.provider,
-                    "model": call.model,
-                    "tier": call.tier,
-                    "input_tokens": call.input_tokens,
-                    "output_tokens": call.output_tokens,
-                    "cached_tokens": call.cached_tokens,
-                    "latency_ms": call.latency_ms,
-                    "cost": call.cost,
-                    "fallback": call.fallback,
-                    "error": call.error,
-                    "created_at": m.utcnow(),
-                }
-            )
+            row: dict[str, Any] = {
+                "ticket_id": claim.ticket_id,
+                "step_id": claim.step_id,
+                "phase": claim.phase,
+                "role": role,
+                "attempt": number,
+                "provider": call.provider,
+                "model": call.model,
+                "tier": call.tier,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cached_tokens": call.cached_tokens,
+                "latency_ms": call.latency_ms,
+                "cost": call.cost,
+                "fallback": call.fallback,
+                "error": call.error,
+                "created_at": m.utcnow(),
+            }
+            if keep_payloads:  # redacted here, outside the transaction that writes it
+                row[sql.PAYLOAD] = sql.call_payload(call.messages, call.response)
+            calls.append(row)
 
         return record
 
@@ -537,7 +538,7 @@ class AttemptRunner:
     @staticmethod
     def _flush_calls(conn: Connection, calls: list[dict[str, Any]]) -> None:
         if calls:
-            conn.execute(sql.INSERT_CALLS, list(calls))
+            sql.insert_calls(conn, list(calls))
             calls.clear()
 
     def _commit_verdict(

@@ -9,31 +9,27 @@ the ORM in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     Text,
-    and_,
     bindparam,
     delete,
     exists,
     func,
     insert,
-    or_,
     select,
     update,
 )
-from sqlalchemy.sql.elements import BindParameter
 
+from shipline.providers.base import Message
+from shipline.redact import redact, redact_obj
 from shipline.store import models as m
-
-
-def _at(name: str) -> BindParameter[object]:
-    """A datetime parameter stored the way the models store it (UTC)."""
-    return bindparam(name, type_=m.UTCDateTime())
-
+from shipline.store.lease import Lease
+from shipline.store.lease import at as _at
 
 _tables = m.Base.metadata.tables
 S = _tables["steps"]
@@ -46,11 +42,16 @@ E = _tables["events"]
 L = _tables["test_locks"]
 J = _tables["judge_runs"]
 M = _tables["merges"]
+P = _tables["call_payloads"]
 
 _blocker = T.alias("blocker")
 
-CLAIM = (
-    select(
+# Steps are a work table (store/lease.py): claimed by priority, then due time, then ticket,
+# when their ticket is active, they are its current step, and its dependencies are done.
+STEP_LEASE = Lease(S, {"started_at": func.coalesce(S.c.started_at, _at("now"))}, via_owner=True)
+
+CLAIM = STEP_LEASE.next(
+    (
         S.c.id,
         S.c.ticket_id,
         S.c.phase,
@@ -69,37 +70,19 @@ CLAIM = (
         T.c.sensitive,
         T.c.route,
         T.c.parent_id,
-    )
-    .select_from(S.join(T, S.c.ticket_id == T.c.id))
-    .where(
-        T.c.status.in_([m.QUEUED, m.RUNNING]),
-        S.c.position == T.c.position,
-        or_(
-            S.c.status == m.PENDING,
-            and_(S.c.status == m.CLAIMED, S.c.lease_expires_at < _at("now")),
-        ),
-        ~exists(
-            select(1)
-            .select_from(D.join(_blocker, _blocker.c.id == D.c.depends_on_id))
-            .where(D.c.ticket_id == T.c.id, _blocker.c.status != m.DONE)
-        ),
-    )
-    .order_by(T.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True, of=S)
+    ),
+    T.c.status.in_([m.QUEUED, m.RUNNING]),
+    S.c.position == T.c.position,
+    ~exists(
+        select(1)
+        .select_from(D.join(_blocker, _blocker.c.id == D.c.depends_on_id))
+        .where(D.c.ticket_id == T.c.id, _blocker.c.status != m.DONE)
+    ),
+    select_from=S.join(T, S.c.ticket_id == T.c.id),
+    then=(T.c.id,),
 )
 
-TAKE_STEP = (
-    update(S)
-    .where(S.c.id == bindparam("sid"))
-    .values(
-        status=m.CLAIMED,
-        lease_owner=bindparam("token"),
-        lease_expires_at=_at("until"),
-        claims=S.c.claims + 1,
-        started_at=func.coalesce(S.c.started_at, _at("now")),
-    )
-)
+TAKE_STEP = STEP_LEASE.take  # row_id, token, until, now
 
 SET_TICKET_STATUS = (
     update(T)
@@ -122,11 +105,7 @@ ATTEMPTS = (
 
 # The fence: every write of a claimed step's results goes through a statement that names
 # the lease owner; a worker whose lease was taken over changes no row and backs off.
-RENEW = (
-    update(S)
-    .where(S.c.id == bindparam("sid"), S.c.lease_owner == bindparam("token"))
-    .values(lease_expires_at=_at("until"))
-)
+RENEW = STEP_LEASE.renew_statement  # row_id, token, until
 
 CLOSE_STEP = (
     update(S)
@@ -171,13 +150,12 @@ SET_ROUTE = update(T).where(T.c.id == bindparam("tid")).values(route=bindparam("
 MERGE_FIXES = select(func.count()).where(S.c.ticket_id == bindparam("tid"), S.c.origin == "merge")
 INSERT_VERDICT = insert(V)
 INSERT_CALLS = insert(C)
+# With `[calls] keep_payloads`: the new calls' ids, in the order given, for their payloads.
+INSERT_CALLS_RETURNING = insert(C).returning(C.c.id, sort_by_parameter_order=True)
+INSERT_PAYLOADS = insert(P)
 INSERT_EVENTS = insert(E)
 
-LIVE_CLAIMS = (
-    select(func.count())
-    .select_from(S)
-    .where(S.c.status == m.CLAIMED, S.c.lease_expires_at >= _at("now"))
-)
+LIVE_CLAIMS = STEP_LEASE.live
 
 # Code phases under a judge (engine/code.py): all accepted deliverables, the locked tests,
 # and the rows their verdicts commit.
@@ -226,6 +204,46 @@ def insert_step(
     route = list(conn.execute(TICKET_ROUTE, {"tid": ticket_id}).scalar_one())
     route.insert(after + 1, phase)
     conn.execute(SET_ROUTE, {"tid": ticket_id, "route": route})
+
+
+# The key of a call row (see AttemptRunner._recorder) that holds its payload, if kept. It is
+# no column of `calls`: insert_calls writes it to `call_payloads`.
+PAYLOAD = "payload"
+
+
+def call_payload(messages: Sequence[Message], response: str | None) -> dict[str, Any]:
+    """A call's prompt and answer as `call_payloads` keeps them: redacted, plain JSON."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        turn: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            turn["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls
+            ]
+        if message.tool_call_id:
+            turn["tool_call_id"] = message.tool_call_id
+        turns.append(turn)
+    return {
+        "messages": redact_obj(turns),
+        "response": None if response is None else redact(response),
+    }
+
+
+def insert_calls(conn: Connection, calls: list[dict[str, Any]]) -> None:
+    """Write call rows; the payloads some of them carry (under PAYLOAD) go to call_payloads."""
+    if not any(PAYLOAD in call for call in calls):
+        conn.execute(INSERT_CALLS, calls)
+        return
+    rows = [{k: v for k, v in call.items() if k != PAYLOAD} for call in calls]
+    ids = conn.execute(INSERT_CALLS_RETURNING, rows).scalars().all()
+    conn.execute(
+        INSERT_PAYLOADS,
+        [
+            {"call_id": call_id, "created_at": call["created_at"], **call[PAYLOAD]}
+            for call_id, call in zip(ids, calls, strict=True)
+            if PAYLOAD in call
+        ],
+    )
 
 
 def add_events(

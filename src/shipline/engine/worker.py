@@ -1,9 +1,10 @@
 """Workers: claim the next runnable step with a lease, keep it alive with a heartbeat, run it.
 
-There is no conductor. On SQLite a claim is one BEGIN IMMEDIATE transaction; on PostgreSQL
-it is SELECT … FOR UPDATE SKIP LOCKED, so any number of workers on any number of machines
-share one queue. A worker that dies stops heartbeating; its lease expires and any worker
-takes the step over from the last committed attempt or verdict.
+There is no conductor. Steps are claimed with the store's generic lease (store/lease.py): on
+SQLite a claim is one BEGIN IMMEDIATE transaction; on PostgreSQL it is SELECT … FOR UPDATE
+SKIP LOCKED, so any number of workers on any number of machines share one queue. A worker
+that dies stops heartbeating; its lease expires and any worker takes the step over from the
+last committed attempt or verdict.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from shipline.engine import sql
@@ -21,13 +23,15 @@ from shipline.engine.loop import (
     AttemptContext,
     AttemptRunner,
     Claim,
-    LeaseLost,
     OnEvent,
     load_context,
-    renew_lease,
 )
 from shipline.store import models as m
 from shipline.store.db import Store
+from shipline.store.lease import Heartbeat, LeaseLost, lease_token
+
+# How often an idle worker does its housekeeping (pruning old call payloads).
+HOUSEKEEPING_EVERY_S = 3600.0
 
 
 def new_worker_id() -> str:
@@ -35,17 +39,23 @@ def new_worker_id() -> str:
 
 
 def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, AttemptContext] | None:
-    """Claim the oldest runnable step and read its context, or None. Atomic on both backends."""
+    """Claim the next runnable step (by priority, due time, then ticket) and read its context,
+    or None. Atomic on both backends."""
     now = m.utcnow()
     with store.transaction() as conn:
         row = conn.execute(sql.CLAIM, {"now": now}).first()
         if row is None:
             return None
         resumed = row.status == m.CLAIMED
-        token = f"{worker_id}#{row.claims + 1}"
+        token = lease_token(worker_id, row.claims + 1)
         conn.execute(
             sql.TAKE_STEP,
-            {"sid": row.id, "token": token, "until": now + timedelta(seconds=lease_s), "now": now},
+            {
+                "row_id": row.id,
+                "token": token,
+                "until": now + timedelta(seconds=lease_s),
+                "now": now,
+            },
         )
         conn.execute(
             sql.SET_TICKET_STATUS, {"tid": row.ticket_id, "new_status": m.RUNNING, "now": now}
@@ -77,55 +87,6 @@ def live_claims(store: Store) -> int:
         return int(conn.execute(sql.LIVE_CLAIMS, {"now": m.utcnow()}).scalar() or 0)
 
 
-class Heartbeat:
-    """One thread per worker that renews the current claim's lease every `interval` seconds.
-
-    A lost lease (another worker took the step over) is noted; the attempt's own fenced
-    commit then fails with LeaseLost, so nothing is written twice.
-    """
-
-    def __init__(self, store: Store, lease_s: float, interval: float) -> None:
-        self._store, self._lease_s, self._interval = store, lease_s, interval
-        self._claim: Claim | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def until(self) -> datetime:
-        return m.utcnow() + timedelta(seconds=self._lease_s)
-
-    def watch(self, claim: Claim | None) -> None:
-        with self._lock:
-            self._claim = claim
-        if claim is not None and self._thread is None:
-            self._thread = threading.Thread(
-                target=self._beat, name="shipline-heartbeat", daemon=True
-            )
-            self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            with self._lock:
-                claim = self._claim
-            if claim is None:
-                continue
-            try:
-                with self._store.transaction() as conn:
-                    renew_lease(conn, claim, self.until())
-            except LeaseLost:
-                with self._lock:
-                    if self._claim is claim:
-                        self._claim = None
-            except Exception:  # a transient store error: the next beat tries again
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
 class Worker:
     """Claims and runs steps until told to stop or until nothing is left."""
 
@@ -145,6 +106,7 @@ class Worker:
         self.heartbeat_s = settings.heartbeat_s or settings.lease_s / 3
         self.poll_s = settings.poll_s
         self.heartbeat = Heartbeat(project.store, self.lease_s, self.heartbeat_s)
+        self._housekept: float | None = None  # time.monotonic() of the last housekeeping
 
     def run_once(self) -> bool:
         """Claim and run one attempt. False when nothing was runnable."""
@@ -169,6 +131,15 @@ class Worker:
     def close(self) -> None:
         self.heartbeat.close()
 
+    def housekeeping(self) -> None:
+        """When nothing is runnable, off the per-step path: prune the call payloads past
+        `[calls] payload_retention_days`. At most once an hour per worker."""
+        now = time.monotonic()
+        if self._housekept is not None and now - self._housekept < HOUSEKEEPING_EVERY_S:
+            return
+        self._housekept = now
+        self.project.store.prune_payloads(self.project.settings.calls.payload_retention_days)
+
     def run_until_idle(self, stop: threading.Event | None = None) -> int:
         """Work until no step is runnable and none is in flight. Returns attempts run."""
         done = 0
@@ -178,6 +149,7 @@ class Worker:
                 if self.run_once():
                     done += 1
                     continue
+                self.housekeeping()
                 if live_claims(self.project.store) == 0:
                     break
                 stop.wait(self.poll_s)
@@ -193,6 +165,7 @@ class Worker:
                 if self.run_once():
                     done += 1
                 else:
+                    self.housekeeping()
                     if idle:
                         idle()
                     stop.wait(self.poll_s)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shipline.errors import ConfigError, ProviderError
-from shipline.providers.base import Completion, CompletionRequest, Provider
+from shipline.providers.base import Completion, CompletionRequest, Message, Provider
 from shipline.providers.guard import Clock, Guard, GuardPolicy, ProviderCooling, Try
 
 
@@ -32,6 +32,9 @@ class CallRecord:
     cost: float | None
     fallback: bool
     error: str | None
+    # What was sent and what came back (None: the call failed), for `call_payloads`.
+    messages: tuple[Message, ...] = ()
+    response: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,8 @@ class Router:
         retryable = False
         for index, (name, provider) in enumerate(entries):
             fallback = index > 0
-            on_try = _recorder(record, tier, fallback, str(getattr(provider, "model", "")))
+            model = str(getattr(provider, "model", ""))
+            on_try = _recorder(record, tier, fallback, model, request.messages)
             try:
                 completion = self._guards[name].complete(request, on_try)
             except ProviderCooling as exc:
@@ -219,7 +223,11 @@ class RoutedProvider:
 
 
 def _recorder(
-    record: Callable[[CallRecord], None] | None, tier: str, fallback: bool, model: str
+    record: Callable[[CallRecord], None] | None,
+    tier: str,
+    fallback: bool,
+    model: str,
+    messages: tuple[Message, ...],
 ) -> Callable[[Try], None] | None:
     if record is None:
         return None
@@ -238,6 +246,8 @@ def _recorder(
                 cost=done.cost if done else 0.0,
                 fallback=fallback,
                 error=None if t.error is None else str(t.error),
+                messages=messages,
+                response=t.completion.text if t.completion else None,
             )
         )
 

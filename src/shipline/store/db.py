@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, delete, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shipline.errors import StoreError
+from shipline.store.models import CallPayload, utcnow
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -105,6 +107,13 @@ class Store:
         except SQLAlchemyError as exc:
             reason = getattr(exc, "orig", None) or exc
             raise StoreError(f"cannot open the store at {self.display_url}: {reason}") from None
+
+    def prune_payloads(self, retention_days: float, now: datetime | None = None) -> int:
+        """Delete the call payloads older than `retention_days` ([calls]); returns how many."""
+        cutoff = (now or utcnow()) - timedelta(days=retention_days)
+        with self.transaction() as conn:
+            pruned = conn.execute(delete(CallPayload).where(CallPayload.created_at < cutoff))
+            return int(pruned.rowcount)
 
     @property
     def display_url(self) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from shipline.errors import StoreError
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def alembic_config() -> Any:
@@ -46,6 +46,26 @@ def upgrade(engine: Engine) -> None:
             f"shipline knows up to {script.get_current_head()}): upgrade shipline, or point "
             "--db elsewhere"
         )
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode alters a SQLite table by rebuilding it (copy, drop, rename), and with
+            # foreign keys enforced, dropping a table that others reference fails. SQLite's
+            # own procedure: keys off outside the transaction, checked before it commits.
+            _foreign_keys(conn, on=False)
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise StoreError("the schema upgrade would break foreign keys; nothing changed")
+        finally:
+            if sqlite:
+                _foreign_keys(conn, on=True)
+
+
+def _foreign_keys(conn: Connection, *, on: bool) -> None:
+    """SQLite's foreign_keys pragma, straight to the driver: outside any transaction."""
+    cursor = conn.connection.cursor()
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()

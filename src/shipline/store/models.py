@@ -1,4 +1,5 @@
-"""The store's tables: tickets, steps (phase runs), attempts, verdicts, calls, events.
+"""The store's tables: tickets, steps (phase runs), attempts, verdicts, calls, events, and
+the `work` table for what is not a ticket's step (queue items, scheduled actions, deploys).
 
 Every state change a user can see in `shipline ticket show` lives here. Schema changes go
 through Alembic migrations in `shipline/store/migrations/versions/`.
@@ -7,18 +8,22 @@ through Alembic migrations in `shipline/store/migrations/versions/`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -124,6 +129,10 @@ class Step(Base):
     # "merge": the merge queue found a conflict or a red judge) and what it was handed.
     origin: Mapped[str | None] = mapped_column(String(16), default=None)
     context: Mapped[str | None] = mapped_column(Text, default=None)
+    # The lease (store/lease.py): higher priority first, then the earliest due; a step due
+    # later (`due_at` in the future) is not claimed before then.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     claims: Mapped[int] = mapped_column(Integer, default=0)
@@ -174,14 +183,21 @@ class Verdict(Base):
 
 
 class Call(Base):
-    """Every provider call, successful or not: the bill and the latency live here."""
+    """Every provider call, successful or not: the bill and the latency live here.
+
+    A call belongs to a ticket's step (`ticket_id`, `step_id`), or to another owner
+    (`owner_kind`, `owner_id`: an agent, a queue item, an action, a work item). What it said
+    and answered is kept apart, in `call_payloads`, so that the bill's queries stay lean.
+    """
 
     __tablename__ = "calls"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
-    phase: Mapped[str] = mapped_column(String(32))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id"), index=True)
+    owner_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    owner_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    phase: Mapped[str] = mapped_column(String(32))  # another owner: what the call was for
     role: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer)
     provider: Mapped[str] = mapped_column(String(80))
@@ -196,17 +212,45 @@ class Call(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
+    __table_args__ = (
+        CheckConstraint("ticket_id IS NOT NULL OR owner_kind IS NOT NULL", name="ck_calls_owner"),
+        Index("ix_calls_owner", "owner_kind", "owner_id"),
+    )
+
+
+class CallPayload(Base):
+    """What one call was sent and what it answered, redacted: the material for distillation.
+
+    Written only with `[calls] keep_payloads = true`, and pruned after
+    `payload_retention_days` (Store.prune_payloads, run when a worker goes idle).
+    """
+
+    __tablename__ = "call_payloads"
+
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), primary_key=True)
+    messages: Mapped[list[Any]] = mapped_column(JSON)  # [{role, content, …}]
+    response: Mapped[str | None] = mapped_column(Text, default=None)  # None: the call failed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
 
 class Event(Base):
-    """A line in a ticket's history: created, claimed, attempt, verdict, handoff, approve…"""
+    """A line in a ticket's history (created, claimed, attempt, verdict, handoff, approve…),
+    or in another owner's (`owner_kind`, `owner_id`: a work item taken over, retried, failed)."""
 
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    owner_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    owner_id: Mapped[int | None] = mapped_column(Integer, default=None)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("ticket_id IS NOT NULL OR owner_kind IS NOT NULL", name="ck_events_owner"),
+        Index("ix_events_owner", "owner_kind", "owner_id"),
+    )
 
 
 class LockedTest(Base):
@@ -256,3 +300,53 @@ class Merge(Base):
     mode: Mapped[str] = mapped_column(String(16))  # merge | pr
     url: Mapped[str | None] = mapped_column(String(500), default=None)  # pr mode: the PR
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OwnerKind(StrEnum):
+    """Who a call, an event or a work item belongs to when it is not a ticket's step."""
+
+    TICKET = "ticket"  # a work item about a ticket (a deploy, an approval)
+    AGENT = "agent"
+    QUEUE_ITEM = "queue-item"
+    ACTION = "action"
+    WORK = "work"  # a row of the work table
+
+
+class WorkStatus(StrEnum):
+    """A work item's status. PENDING and CLAIMED are the lease's own (store/lease.py), shared
+    with ticket steps."""
+
+    PENDING = "pending"  # runnable once due
+    CLAIMED = "claimed"  # held under a lease
+    DONE = "done"
+    FAILED = "failed"  # given up: `last_error` says why
+
+
+class Work(Base):
+    """One unit of work that is not a ticket's step: a queue item to act on, a scheduled
+    action, a deploy, an approval. Claimed with the same lease as ticket steps, highest
+    priority first, never before `due_at`."""
+
+    __tablename__ = "work"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    owner_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    owner_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    status: Mapped[str] = mapped_column(String(16), default=WorkStatus.PENDING)
+    lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # tries that reported an outcome
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    __table_args__ = (
+        Index("ix_work_runnable", "status", "kind", "priority", "due_at"),
+        Index("ix_work_owner", "owner_kind", "owner_id"),
+    )
