@@ -243,7 +243,13 @@ PROFILE_BUCKETS: list[tuple[str, list[tuple[str, str]]]] = [
     ("    render_blocks (validator prompt)", [("engine/prompt.py", "render_blocks")]),
     ("    Router.complete + call record txn", [("engine/loop.py", "_validate|complete")]),
     ("  _commit_verdict (1 txn)", [("engine/loop.py", "_commit_verdict")]),
-    ("    advance (autoflush + ticket.steps load)", [("engine/loop.py", "advance")]),
+    (
+        "    lifecycle: decide + apply the transition",
+        [
+            ("engine/loop.py", "_commit_verdict|decide_verdict"),
+            ("engine/loop.py", "_commit_verdict|apply"),
+        ],
+    ),
     ("across the above:", []),
     ("  scripted provider .complete", [("providers/scripted.py", "complete")]),
     ("  call record (1 txn per call)", [("engine/loop.py", "record")]),

@@ -267,7 +267,7 @@ def approve(
     ] = None,
 ) -> None:
     """Accept the waiting phase's deliverable as it stands, or as you edited it."""
-    from shipline.engine.tickets import approve as approve_ticket
+    from shipline.engine.lifecycle import approve as approve_ticket
     from shipline.engine.tickets import read_body_file
 
     project = _project()
@@ -283,7 +283,7 @@ def retry(
     attempts: Annotated[int, typer.Option(help="How many more attempts.")] = 3,
 ) -> None:
     """Give the waiting phase more attempts, with your note in its context."""
-    from shipline.engine.tickets import retry as retry_ticket
+    from shipline.engine.lifecycle import retry as retry_ticket
 
     retry_ticket(_project().store, ticket_id, note, attempts)
     console.print(f"ticket #{ticket_id} queued with {attempts} more attempt(s)")
@@ -292,7 +292,7 @@ def retry(
 @app.command()
 def cancel(ticket_id: Annotated[int, typer.Argument(help="Ticket id.")]) -> None:
     """End a ticket (an epic's unfinished children too)."""
-    from shipline.engine.tickets import cancel as cancel_ticket
+    from shipline.engine.lifecycle import cancel as cancel_ticket
 
     ids = cancel_ticket(_project().store, ticket_id)
     console.print("cancelled " + ", ".join(f"#{i}" for i in ids))

@@ -11,15 +11,13 @@ the engine refuses it before any call and hands the ticket to a human.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from shipline.engine.project import Project
 from shipline.engine.tickets import get_ticket
 from shipline.errors import ConfigError
 from shipline.providers.base import Role
 from shipline.providers.router import EntryStatus, Router
-
-if TYPE_CHECKING:
-    from shipline.engine.project import Project
 
 BLOCKED_SUFFIX = "; the engine refuses this before any call and hands the ticket to a human"
 

@@ -5,28 +5,27 @@ loads the attempt's context), the attempt (committed as soon as it is produced, 
 calls that produced it), and the verdict with the step's transition. Each write is fenced
 by the lease, so a worker killed at any point leaves the store consistent, and another
 worker continues from the last commit: an attempt that has no verdict yet is validated, not
-produced again.
+produced again. What a verdict does to the step and the ticket is decided and written by
+engine/lifecycle.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from shipline.budgets import over_budget
 from shipline.config import Settings
-from shipline.engine import sql
+from shipline.engine import lifecycle, sql
 from shipline.engine.code import CodeOutcome, CodePath
 from shipline.engine.coding import CodingSessions, session_objections
 from shipline.engine.prompt import Prompt, build_prompt, render_blocks
-from shipline.engine.tickets import NewTicket, add_ticket, current_step, event, get_ticket
 from shipline.engine.verdict import parse_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ShiplineError, StoreError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
@@ -267,7 +266,7 @@ class AttemptRunner:
             return
         if code.runs:
             conn.execute(sql.INSERT_JUDGE_RUNS, code.runs)
-        sql.add_events(conn, claim.ticket_id, code.events, now)
+        # code.events are the first lines of the verdict's transition (engine/lifecycle.py)
         if passed and code.locks is not None:
             conn.execute(sql.DELETE_LOCKS, {"tid": claim.ticket_id})
             if code.locks:
@@ -553,109 +552,55 @@ class AttemptRunner:
         calls: list[dict[str, Any]],
         code: CodeOutcome | None = None,
     ) -> None:
-        name = ctx.phase.name
-        passed = not objections
-        used = claim.attempts_used + 1
-        exhausted = not passed and used >= claim.attempts_allowed
+        facts = lifecycle.StepFacts(
+            phase=ctx.phase.name,
+            lane=ctx.ticket.lane,
+            last=claim.last,
+            parent=claim.parent_id is not None,
+            attempts_used=claim.attempts_used,
+            attempts_allowed=claim.attempts_allowed,
+        )
+        verdict = lifecycle.AttemptVerdict(
+            ctx.number,
+            tuple(objections),
+            source,
+            self._followup(code),
+            tuple(code.events) if code is not None else (),
+        )
+        transition = lifecycle.decide_verdict(facts, verdict)
         now = m.utcnow()
-        new_status = m.PASSED if passed else (m.FAILED if exhausted else m.PENDING)
         with self.store.transaction() as conn:
-            closed = conn.execute(
-                sql.CLOSE_STEP,
-                {
-                    "sid": claim.step_id,
-                    "token": claim.token,
-                    "new_status": new_status,
-                    "used": 1,
-                    "accepted": text if passed else None,
-                    "finished": now if passed or exhausted else None,
-                },
-            )
-            if closed.rowcount != 1:
+            if not lifecycle.apply(
+                conn, self._target(claim), transition, now, text=text, settings=self.settings
+            ):
                 raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
             conn.execute(
                 sql.INSERT_VERDICT,
                 {
                     "attempt_id": attempt_id,
-                    "passed": passed,
+                    "passed": verdict.passed,
                     "source": source,
                     "objections": objections,
                     "created_at": now,
                 },
             )
             self._flush_calls(conn, calls)
-            self._flush_code(conn, claim, code, passed, now)
-            if passed:
-                sql.add_events(
-                    conn,
-                    claim.ticket_id,
-                    [("passed", f"{name} attempt {ctx.number}: passed ({source})")],
-                    now,
-                )
-                followup = self._followup(code)
-                if followup is not None:
-                    origin, context, why = followup
-                    sql.insert_step(
-                        conn,
-                        claim.ticket_id,
-                        self._position(conn, claim),
-                        "fix-ci",
-                        attempts_allowed=self.settings.phase("fix-ci").max_attempts,
-                        origin=origin,
-                        context=context,
-                    )
-                    sql.add_events(conn, claim.ticket_id, [("fix-ci", why)], now)
-                    conn.execute(sql.NEXT_STEP, {"tid": claim.ticket_id, "now": now})
-                    status = m.QUEUED
-                elif claim.last and (claim.parent_id is not None or name == "split"):
-                    # rare: an epic's split creates children, a child may finish its epic
-                    with self.store.orm(conn) as session:
-                        ticket = get_ticket(session, claim.ticket_id)
-                        status = advance(session, ticket, self.settings)
-                elif claim.last:
-                    conn.execute(sql.FINISH_TICKET, {"tid": claim.ticket_id, "now": now})
-                    sql.add_events(conn, claim.ticket_id, [("done", "all phases accepted")], now)
-                    status = m.DONE
-                else:
-                    conn.execute(sql.NEXT_STEP, {"tid": claim.ticket_id, "now": now})
-                    status = m.QUEUED
-                message = f"{name} passed on attempt {ctx.number} → {status}"
-            else:
-                counted = f"{name} attempt {ctx.number}: {len(objections)} objection(s) ({source})"
-                # the handoff reason repeats the objections; a rejected attempt's event lists them
-                detail = "" if exhausted else ": " + "; ".join(objections)
-                sql.add_events(conn, claim.ticket_id, [("failed", counted + detail)], now)
-                if exhausted:
-                    reason = (
-                        f"{name} used {used}/{claim.attempts_allowed} attempts; "
-                        "remaining objections: " + "; ".join(objections)
-                    )
-                    with self.store.orm(conn) as session:
-                        hand_off(session, get_ticket(session, claim.ticket_id), reason)
-                    message = f"{name} failed attempt {ctx.number} → needs-human"
-                else:
-                    conn.execute(
-                        sql.SET_TICKET_STATUS,
-                        {"tid": claim.ticket_id, "new_status": m.QUEUED, "now": now},
-                    )
-                    message = f"{name} attempt {ctx.number} rejected: {objections[0]}"
-        self._emit(claim.ticket_id, "verdict", message)
+            self._flush_code(conn, claim, code, verdict.passed, now)
+        self._emit(claim.ticket_id, "verdict", transition.summary)
 
     @staticmethod
-    def _followup(code: CodeOutcome | None) -> tuple[str, str, str] | None:
-        """(origin, context, event) of the fix-ci step an accepted attempt leaves, if any."""
+    def _target(claim: Claim) -> lifecycle.Target:
+        """The claimed step, fenced by its lease."""
+        return lifecycle.Target(claim.ticket_id, claim.step_id, claim.token, claim.parent_id)
+
+    @staticmethod
+    def _followup(code: CodeOutcome | None) -> lifecycle.FollowUp | None:
+        """The fix-ci step an accepted attempt leaves, if any."""
         if code is None or code.red is None:
             return None
         if code.handoff is not None:  # a failed merge, given to fix-ci once
-            kind = "a conflict" if code.conflict else "a red judge"
-            return "merge", code.red, f"the merge found {kind}: fix-ci starts"
-        return "ci", code.red, "CI is red after implement: fix-ci starts"
-
-    @staticmethod
-    def _position(conn: Connection, claim: Claim) -> int:
-        return int(
-            conn.execute(select(sql.S.c.position).where(sql.S.c.id == claim.step_id)).scalar_one()
-        )
+            return lifecycle.FollowUp(m.StepOrigin.MERGE, code.red, conflict=code.conflict)
+        return lifecycle.FollowUp(m.StepOrigin.CI, code.red)
 
     def _hand_off(
         self,
@@ -665,104 +610,11 @@ class AttemptRunner:
         calls: list[dict[str, Any]],
         code: CodeOutcome | None = None,
     ) -> None:
+        transition = lifecycle.decide_handoff(reason, code.events if code is not None else ())
+        now = m.utcnow()
         with self.store.transaction() as conn:
-            closed = conn.execute(
-                sql.CLOSE_STEP,
-                {
-                    "sid": claim.step_id,
-                    "token": claim.token,
-                    "new_status": m.PENDING,
-                    "used": 0,
-                    "accepted": None,
-                    "finished": None,
-                },
-            )
-            if closed.rowcount != 1:
+            if not lifecycle.apply(conn, self._target(claim), transition, now):
                 raise LeaseLost(f"step {claim.step_id} is no longer leased to {claim.token}")
             self._flush_calls(conn, calls)
-            self._flush_code(conn, claim, code, False, m.utcnow())
-            with self.store.orm(conn) as session:
-                hand_off(session, get_ticket(session, claim.ticket_id), reason)
+            self._flush_code(conn, claim, code, False, now)
         self._emit(claim.ticket_id, "handoff", reason)
-
-
-def hand_off(session: Session, ticket: m.Ticket, reason: str) -> None:
-    ticket.status = m.NEEDS_HUMAN
-    ticket.handoff_reason = reason
-    ticket.updated_at = m.utcnow()
-    event(session, ticket.id, "handoff", reason)
-
-
-def advance(session: Session, ticket: m.Ticket, settings: Settings) -> str:
-    """Move past an accepted step: the next phase, the epic's children, or done."""
-    ticket.position += 1
-    ticket.updated_at = m.utcnow()
-    if current_step(ticket) is not None:
-        ticket.status = m.QUEUED
-        return ticket.status
-    last = ticket.steps[-1]
-    if last.phase == "split" and last.deliverable is not None:
-        created = create_children(session, ticket, last.deliverable, settings)
-        ticket.status = m.WAITING
-        event(session, ticket.id, "split", f"created child tickets {created}")
-        return ticket.status
-    finish(session, ticket)
-    return ticket.status
-
-
-def finish(session: Session, ticket: m.Ticket) -> None:
-    ticket.status = m.DONE
-    ticket.finished_at = m.utcnow()
-    event(session, ticket.id, "done", "all phases accepted")
-    settle_parent(session, ticket)
-
-
-def settle_parent(session: Session, child: m.Ticket) -> None:
-    """An epic is done when all its children are; a cancelled child hands it to a human."""
-    if child.parent_id is None:
-        return
-    parent = get_ticket(session, child.parent_id)
-    if parent.status != m.WAITING:
-        return
-    children = list(
-        session.scalars(
-            select(m.Ticket).where(m.Ticket.parent_id == parent.id).order_by(m.Ticket.id)
-        )
-    )
-    if all(c.status == m.DONE for c in children):
-        finish(session, parent)
-    elif all(c.status in m.FINAL_STATUSES for c in children):
-        cancelled = [f"#{c.id}" for c in children if c.status == m.CANCELLED]
-        hand_off(session, parent, f"children {', '.join(cancelled)} were cancelled")
-
-
-def create_children(session: Session, epic: m.Ticket, text: str, settings: Settings) -> list[int]:
-    """Create the epic's children from children.json, once: an existing key is reused."""
-    data = json.loads(strip_fence(text))
-    ids: dict[str, int] = {}
-    for child in data["children"]:
-        key = str(child["key"])
-        existing = session.scalars(
-            select(m.Ticket).where(m.Ticket.parent_id == epic.id, m.Ticket.child_key == key)
-        ).first()
-        if existing is None:
-            existing = add_ticket(
-                session,
-                settings,
-                NewTicket(
-                    kind=child["kind"],
-                    title=child["title"],
-                    body=child.get("body", ""),
-                    lane=epic.lane,
-                    sensitive=epic.sensitive,
-                    parent_id=epic.id,
-                    child_key=key,
-                ),
-            )
-        ids[key] = existing.id
-    for child in data["children"]:
-        for dep in child.get("depends_on", []):
-            pair = (ids[str(child["key"])], ids[str(dep)])
-            if session.get(m.Dependency, pair) is None:
-                session.add(m.Dependency(ticket_id=pair[0], depends_on_id=pair[1]))
-    return list(ids.values())

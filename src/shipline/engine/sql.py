@@ -3,8 +3,8 @@
 A step is claimed, produced and judged in three short transactions. Building statements
 once and running them on the session's connection keeps the ORM's flush and lazy loads off
 this path: it is what keeps shipline's per-step overhead near a bare commit (see
-bench/engine_overhead.py). Rare transitions (an epic's split, a parent's completion) use
-the ORM in the same transaction.
+bench/engine_overhead.py). engine/lifecycle.py runs the transition statements; only an
+epic's split, which creates its children, uses the ORM in the same transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Text,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -84,12 +85,6 @@ CLAIM = STEP_LEASE.next(
 
 TAKE_STEP = STEP_LEASE.take  # row_id, token, until, now
 
-SET_TICKET_STATUS = (
-    update(T)
-    .where(T.c.id == bindparam("tid"))
-    .values(status=bindparam("new_status"), updated_at=_at("now"))
-)
-
 EARLIER_DELIVERABLES = select(S.c.phase, S.c.deliverable).where(
     S.c.ticket_id == bindparam("tid"),
     S.c.position < bindparam("pos"),
@@ -107,34 +102,84 @@ ATTEMPTS = (
 # the lease owner; a worker whose lease was taken over changes no row and backs off.
 RENEW = STEP_LEASE.renew_statement  # row_id, token, until
 
+_CLOSE = dict(
+    status=bindparam("new_status"),
+    attempts_used=S.c.attempts_used + bindparam("used"),
+    deliverable=func.coalesce(bindparam("accepted", type_=Text()), S.c.deliverable),
+    finished_at=_at("finished"),
+    lease_owner=None,
+    lease_expires_at=None,
+)
 CLOSE_STEP = (
     update(S)
     .where(S.c.id == bindparam("sid"), S.c.lease_owner == bindparam("token"))
+    .values(**_CLOSE)
+)
+
+# Ticket and step transitions (engine/lifecycle.py applies them; nothing else writes a status).
+SET_STEP = update(S).where(S.c.id == bindparam("sid")).values(**_CLOSE)  # a human's, unfenced
+REOPEN_STEP = (
+    update(S)
+    .where(S.c.id == bindparam("sid"))
     .values(
-        status=bindparam("new_status"),
-        attempts_used=S.c.attempts_used + bindparam("used"),
-        deliverable=func.coalesce(bindparam("accepted", type_=Text()), S.c.deliverable),
-        finished_at=_at("finished"),
+        status=m.PENDING,
+        attempts_allowed=S.c.attempts_used + bindparam("more"),
+        note=func.coalesce(bindparam("note", type_=Text()), S.c.note),
         lease_owner=None,
         lease_expires_at=None,
     )
 )
-
-NEXT_STEP = (
+SKIP_STEPS = (
+    update(S)
+    .where(S.c.ticket_id == bindparam("tid"))
+    .values(
+        status=case((S.c.status.in_([m.PENDING, m.CLAIMED]), m.SKIPPED), else_=S.c.status),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+SET_TICKET = (
     update(T)
     .where(T.c.id == bindparam("tid"))
-    .values(position=T.c.position + 1, status=m.QUEUED, updated_at=_at("now"))
+    .values(
+        status=bindparam("new_status"),
+        position=T.c.position + bindparam("move"),
+        handoff_reason=None,
+        updated_at=_at("now"),
+    )
 )
-
+# The one statement that sets a ticket to done.
 FINISH_TICKET = (
     update(T)
     .where(T.c.id == bindparam("tid"))
     .values(
-        position=T.c.position + 1,
+        position=T.c.position + bindparam("move"),
         status=m.DONE,
+        handoff_reason=None,
         updated_at=_at("now"),
         finished_at=_at("now"),
     )
+)
+HAND_OFF = (
+    update(T)
+    .where(T.c.id == bindparam("tid"))
+    .values(status=m.NEEDS_HUMAN, handoff_reason=bindparam("reason"), updated_at=_at("now"))
+)
+CANCEL_TICKET = (  # the handoff reason, if any, stays on record
+    update(T)
+    .where(T.c.id == bindparam("tid"))
+    .values(status=m.CANCELLED, updated_at=_at("now"), finished_at=_at("now"))
+)
+STEP_POSITION = select(S.c.position).where(S.c.id == bindparam("sid"))
+TICKET_STATE = select(T.c.status, T.c.parent_id).where(T.c.id == bindparam("tid"))
+CHILDREN = select(T.c.id, T.c.status).where(T.c.parent_id == bindparam("tid")).order_by(T.c.id)
+DEPENDENTS = (  # active tickets that depend on one of `ids`, with that dependency
+    select(D.c.ticket_id, D.c.depends_on_id)
+    .select_from(D.join(T, T.c.id == D.c.ticket_id))
+    .where(
+        D.c.depends_on_id.in_(bindparam("ids", expanding=True)), T.c.status.in_(m.ACTIVE_STATUSES)
+    )
+    .order_by(D.c.ticket_id)
 )
 
 INSERT_ATTEMPT = insert(A)
@@ -179,7 +224,7 @@ def insert_step(
     phase: str,
     *,
     attempts_allowed: int,
-    origin: str,
+    origin: m.StepOrigin,
     context: str,
 ) -> None:
     """Insert a step the route did not list right after position `after` (fix-ci after red

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from shipline.engine import sql
+from shipline.engine import lifecycle, sql
 from shipline.engine.loop import (
     AttemptContext,
     AttemptRunner,
@@ -57,15 +57,10 @@ def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, Att
                 "now": now,
             },
         )
-        conn.execute(
-            sql.SET_TICKET_STATUS, {"tid": row.ticket_id, "new_status": m.RUNNING, "now": now}
+        running = lifecycle.decide_claim(
+            row.phase, worker_id, resumed=resumed, first=row.claims == 0
         )
-        if resumed:
-            taken = f"{row.phase}: taken over by {worker_id} after a lost worker's lease expired"
-            sql.add_events(conn, row.ticket_id, [("resumed", taken)], now)
-        elif row.claims == 0:
-            started = f"{row.phase}: started by {worker_id}"
-            sql.add_events(conn, row.ticket_id, [("started", started)], now)
+        lifecycle.apply(conn, lifecycle.Target(row.ticket_id), running, now)
         claim = Claim(
             step_id=row.id,
             ticket_id=row.ticket_id,

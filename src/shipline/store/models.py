@@ -56,23 +56,47 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-# Ticket statuses
-QUEUED = "queued"  # runnable (or waiting on its dependencies)
-RUNNING = "running"  # a step is claimed
-WAITING = "waiting-children"  # an epic whose children are not all done
-NEEDS_HUMAN = "needs-human"
-DONE = "done"
-CANCELLED = "cancelled"
+class TicketStatus(StrEnum):
+    QUEUED = "queued"  # runnable (or waiting on its dependencies)
+    RUNNING = "running"  # a step is claimed
+    WAITING = "waiting-children"  # an epic whose children are not all done
+    NEEDS_HUMAN = "needs-human"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    PASSED = "passed"
+    APPROVED = "approved"  # accepted by a human as it stands
+    FAILED = "failed"  # attempts used up: the ticket is in needs-human
+    SKIPPED = "skipped"
+
+
+class StepOrigin(StrEnum):
+    """Why the engine inserted a step the route did not list."""
+
+    CI = "ci"  # implement left CI red
+    MERGE = "merge"  # the merge queue found a conflict or a red judge
+
+
+# The members under their short names, as the rest of the code base spells them.
+QUEUED = TicketStatus.QUEUED
+RUNNING = TicketStatus.RUNNING
+WAITING = TicketStatus.WAITING
+NEEDS_HUMAN = TicketStatus.NEEDS_HUMAN
+DONE = TicketStatus.DONE
+CANCELLED = TicketStatus.CANCELLED
 ACTIVE_STATUSES = (QUEUED, RUNNING)
 FINAL_STATUSES = (DONE, CANCELLED)
 
-# Step statuses
-PENDING = "pending"
-CLAIMED = "claimed"
-PASSED = "passed"
-APPROVED = "approved"  # accepted by a human as it stands
-FAILED = "failed"  # attempts used up: the ticket is in needs-human
-SKIPPED = "skipped"
+PENDING = StepStatus.PENDING
+CLAIMED = StepStatus.CLAIMED
+PASSED = StepStatus.PASSED
+APPROVED = StepStatus.APPROVED
+FAILED = StepStatus.FAILED
+SKIPPED = StepStatus.SKIPPED
 STEP_DONE = (PASSED, APPROVED, SKIPPED)
 
 
