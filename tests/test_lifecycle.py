@@ -327,7 +327,11 @@ def test_exactly_one_code_path_sets_a_ticket_to_done() -> None:
             if isinstance(node, ast.keyword) and node.arg == "status":
                 value = node.value
                 if isinstance(value, ast.Attribute) and value.attr in done_names:
-                    writers.append(path.name)
+                    owner = value.value  # m.DONE or TicketStatus.DONE; a work item's
+                    name = owner.attr if isinstance(owner, ast.Attribute) else None  # own
+                    name = owner.id if isinstance(owner, ast.Name) else name  # WorkStatus
+                    if name in ("m", "TicketStatus"):  # DONE is another state machine
+                        writers.append(path.name)
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if (
