@@ -1,12 +1,10 @@
-"""The phase registry: every phase by name, and the JSON schema of a validator's verdict.
+"""The phase registry: every phase by name, and the validator's verdict (model and schema).
 
 A phase module (discovery.py, techspec.py, …) defines `PHASE`; its prompt template lives in
 `templates/`, next to `_base.md.j2` (shared macros) and `validator.md.j2`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from . import (
     diagnose,
@@ -20,6 +18,7 @@ from . import (
     tests_phase,
 )
 from .base import Check, PhaseSpec
+from .verdict import VERDICT_SCHEMA, Verdict
 
 PHASES: dict[str, PhaseSpec] = {
     module.PHASE.name: module.PHASE
@@ -40,17 +39,6 @@ PHASES: dict[str, PhaseSpec] = {
 # deliverable (file name), text (the deliverable) and inputs.
 VALIDATOR_TEMPLATE = "validator.md.j2"
 
-# The validator's answer, for providers that can constrain decoding to a JSON schema.
-VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "pass": {"type": "boolean"},
-        "objections": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["pass", "objections"],
-    "additionalProperties": False,
-}
-
 
 def get_phase(name: str) -> PhaseSpec:
     """The phase called `name`; KeyError naming the known phases when there is none."""
@@ -61,4 +49,12 @@ def get_phase(name: str) -> PhaseSpec:
         raise KeyError(f"unknown phase {name!r} (known phases: {known})") from None
 
 
-__all__ = ["PHASES", "VALIDATOR_TEMPLATE", "VERDICT_SCHEMA", "Check", "PhaseSpec", "get_phase"]
+__all__ = [
+    "PHASES",
+    "VALIDATOR_TEMPLATE",
+    "VERDICT_SCHEMA",
+    "Check",
+    "PhaseSpec",
+    "Verdict",
+    "get_phase",
+]
