@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import Project, demo_ticket, make_project, replay_rules
+from shipline.api import ticket_detail
 from shipline.engine.loop import LeaseLost, renew_lease
 from shipline.engine.project import open_project
-from shipline.engine.tickets import NewTicket, create_ticket, ticket_detail
+from shipline.engine.tickets import NewTicket, create_ticket
 from shipline.engine.worker import claim_next
 from shipline.store import models as m
 
@@ -209,5 +210,5 @@ def test_a_worker_whose_lease_expired_cannot_commit(sqlite_project: Project) -> 
     with pytest.raises(LeaseLost), opened.store.session() as session:
         renew_lease(session, slow, m.utcnow())
     detail = ticket_detail(opened.store, ticket_id)
-    assert any(e["kind"] == "resumed" for e in detail["events"])
+    assert any(e.kind == "resumed" for e in detail.events)
     opened.close()

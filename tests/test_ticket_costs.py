@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shipline.api import list_tickets, ticket_detail
 from shipline.config import load_settings
-from shipline.engine.tickets import NewTicket, create_ticket, list_tickets, ticket_detail
+from shipline.engine.tickets import NewTicket, create_ticket
 from shipline.store import models as m
 from shipline.store.db import open_store
 
@@ -38,13 +39,13 @@ def test_ticket_cost_shows_known_plus_unknown(tmp_path: Path) -> None:
             )
         )
     detail = ticket_detail(store, ticket_id)
-    assert detail["cost_text"] == "$0.12 + unknown"
-    assert detail["unknown_price_calls"] == 1
-    assert detail["phases"][0]["cost_text"] == "$0.12 + unknown"
-    assert detail["phases"][1]["cost_text"] == "$0.00"
-    assert list_tickets(store)[0]["cost_text"] == "$0.12 + unknown"
+    assert detail.cost_text == "$0.12 + unknown"
+    assert detail.unknown_price_calls == 1
+    assert detail.phases[0].cost_text == "$0.12 + unknown"
+    assert detail.phases[1].cost_text == "$0.00"
+    assert list_tickets(store)[0].cost_text == "$0.12 + unknown"
     with store.session() as session:
         session.query(m.Call).filter(m.Call.provider == "hosted").delete()
-    assert ticket_detail(store, ticket_id)["cost_text"] == "unknown"
-    assert ticket_detail(store, ticket_id)["cost"] is None
+    assert ticket_detail(store, ticket_id).cost_text == "unknown"
+    assert ticket_detail(store, ticket_id).cost is None
     store.close()

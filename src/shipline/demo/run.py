@@ -1,4 +1,5 @@
-"""`shipline demo`: a sample repo, one feature, one hotfix and one epic, run end to end.
+"""`shipline demo`'s project: the sample repo with a shipline.toml, on the embedded model or
+replayed. `shipline.api.run_demo` adds one feature, one hotfix and one epic and runs them.
 
 On the embedded model (SmolLM2-135M) most tickets stop in needs-human: the deterministic
 checks catch what a 135M model cannot do, which is the point of showing them. `--replay`
@@ -7,24 +8,13 @@ runs the same tickets on the scripted provider with recorded good answers and re
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from shipline.config import scripted_toml
-from shipline.demo.sample import DEMO_TICKETS, write_sample_repo
-from shipline.engine.project import open_project
-from shipline.engine.tickets import NewTicket, create_ticket, list_tickets, ticket_detail
-from shipline.engine.worker import Worker
+from shipline.demo.sample import write_sample_repo
 from shipline.errors import ConfigError
-from shipline.render import print_event, styled
 from shipline.workspaces.git import Git, WorkspaceError
 
 LOCAL_CONFIG = """\
@@ -101,95 +91,3 @@ def prepare(directory: Path | None, replay: bool) -> Path:
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "sample project")
     return root
-
-
-def summary(project: Any) -> list[dict[str, Any]]:
-    rows = []
-    for row in list_tickets(project.store):
-        detail = ticket_detail(project.store, row["id"])
-        reached = [p["phase"] for p in detail["phases"] if p["attempts"]]
-        objections = sum(
-            len(a["verdict"]["objections"])
-            for p in detail["phases"]
-            for a in p["attempts"]
-            if a["verdict"]
-        )
-        seconds = sum(p["seconds"] or 0 for p in detail["phases"])
-        rows.append({**row, "reached": reached, "objections": objections, "seconds": seconds})
-    return rows
-
-
-def summary_table(rows: list[dict[str, Any]], replay: bool) -> Table:
-    label = "replay (scripted provider, recorded answers)" if replay else "embedded SmolLM2-135M"
-    table = Table(title=f"shipline demo — {label}")
-    for column in (
-        "#",
-        "kind",
-        "ticket",
-        "status",
-        "phases reached",
-        "attempts",
-        "objections",
-        "tokens",
-        "seconds",
-    ):
-        table.add_column(column)
-    for row in rows:
-        title = row["title"] if row["parent_id"] is None else f"↳ {row['title']}"
-        table.add_row(
-            str(row["id"]),
-            row["kind"],
-            title,
-            styled(row["status"]),
-            f"{' → '.join(row['reached']) or '-'} ({row['phases_done']}/{row['phases_total']})",
-            str(row["attempts"]),
-            str(row["objections"]),
-            str(row["tokens"]),
-            f"{row['seconds']:.1f}",
-        )
-    return table
-
-
-def run_demo(directory: Path | None, *, replay: bool, console: Console, as_json: bool) -> None:
-    started = time.perf_counter()
-    root = prepare(directory, replay)
-    out = Console(stderr=True) if as_json else console
-    out.print(f"sample repo: {root}")
-    project = open_project(root)
-    for ticket in DEMO_TICKETS:
-        create_ticket(
-            project.store,
-            project.settings,
-            NewTicket(kind=ticket["kind"], title=ticket["title"], body=ticket["body"]),
-        )
-    if not replay:
-        out.print(
-            "running on the embedded SmolLM2-135M (llama.cpp, CPU); this takes a couple of minutes…"
-        )
-    worker = Worker(project, on_event=lambda t, k, msg: print_event(out, t, k, msg))
-    with out.status("working…", spinner="dots"):
-        worker.run_until_idle()
-    rows = summary(project)
-    elapsed = time.perf_counter() - started
-    if as_json:
-        sys.stdout.write(
-            json.dumps(
-                {"dir": str(root), "replay": replay, "seconds": elapsed, "tickets": rows},
-                indent=2,
-                default=str,
-            )
-            + "\n"
-        )
-        return
-    console.print(summary_table(rows, replay))
-    console.print(
-        f"finished in {elapsed:.1f}s. Inspect a ticket: cd {root} && shipline ticket show 1"
-    )
-    if not replay:
-        waiting = sum(1 for r in rows if r["status"] == "needs-human")
-        console.print(
-            f"{waiting} of {len(rows)} tickets stopped in needs-human. That is expected: a 135M "
-            "model rarely writes a spec that passes the deterministic checks, and shipline hands "
-            "off instead of grinding on. Point \\[tiers] in shipline.toml at a stronger model "
-            "(docs/config.md), or run `shipline demo --replay` to see the whole path."
-        )

@@ -6,12 +6,14 @@ reports every entry of the tier (`Router.explain`: ready, cooling down, or exclu
 the ticket is sensitive and the entry is not in-house), and `choose` picks the entry the
 router would call first. A sensitive ticket whose tier has no in-house entry is *blocked*:
 the engine refuses it before any call and hands the ticket to a human.
+
+The result is a pydantic view (`RouteExplanation`): `shipline route explain --json` prints
+its JSON, and `shipline.api` hands it to every front-end.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from shipline.engine.project import Project
 from shipline.engine.tickets import get_ticket
@@ -22,9 +24,10 @@ from shipline.providers.router import EntryStatus, Router
 BLOCKED_SUFFIX = "; the engine refuses this before any call and hands the ticket to a human"
 
 
-@dataclass(frozen=True)
-class RoleRoute:
+class RoleRoute(BaseModel):
     """Where one role of one phase goes: the tier, its entries, the one used first, and why."""
+
+    model_config = ConfigDict(frozen=True)
 
     role: Role
     tier: str
@@ -32,20 +35,22 @@ class RoleRoute:
     chosen: str | None  # the provider called first; None: blocked, or nothing ready now
     model: str | None
     reason: str
-    fallbacks: list[str] = field(default_factory=list)  # ready entries after `chosen`, in order
+    fallbacks: list[str] = []  # ready entries after `chosen`, in order
     blocked: bool = False
 
 
-@dataclass(frozen=True)
-class PhaseRoute:
+class PhaseRoute(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     phase: str
     status: str  # the step's status (pending, passed, …)
     producer: RoleRoute
     validator: RoleRoute | None  # None: `validator = false` for this phase
 
 
-@dataclass(frozen=True)
-class RouteExplanation:
+class RouteExplanation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     ticket_id: int
     kind: str
     lane: int
@@ -53,6 +58,7 @@ class RouteExplanation:
     status: str
     phases: list[PhaseRoute]
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def runnable(self) -> bool:
         """False when some role of some phase is blocked (sensitive, no in-house entry)."""
@@ -62,9 +68,6 @@ class RouteExplanation:
             for role in (phase.producer, phase.validator)
             if role is not None
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "runnable": self.runnable}
 
 
 def choose(role: Role, tier: str, entries: list[EntryStatus]) -> RoleRoute:
@@ -76,7 +79,9 @@ def choose(role: Role, tier: str, entries: list[EntryStatus]) -> RoleRoute:
     if not ready:
         skipped = ", ".join(f"{e.provider} {e.status} ({e.reason})" for e in entries)
         reason = f"no entry of tier {tier!r} can take a call now: {skipped}"
-        return RoleRoute(role, tier, entries, None, None, reason)
+        return RoleRoute(
+            role=role, tier=tier, entries=entries, chosen=None, model=None, reason=reason
+        )
     first = ready[0]
     index = entries.index(first)
     if index == 0:
@@ -87,12 +92,12 @@ def choose(role: Role, tier: str, entries: list[EntryStatus]) -> RoleRoute:
     if first.reason:
         reason += f"; {first.reason}"
     return RoleRoute(
-        role,
-        tier,
-        entries,
-        first.provider,
-        first.model,
-        reason,
+        role=role,
+        tier=tier,
+        entries=entries,
+        chosen=first.provider,
+        model=first.model,
+        reason=reason,
         fallbacks=[e.provider for e in ready[1:]],
     )
 
@@ -101,7 +106,15 @@ def explain_role(router: Router, role: Role, tier: str, *, sensitive: bool) -> R
     try:
         entries = router.explain(tier, sensitive=sensitive)
     except ConfigError as exc:
-        return RoleRoute(role, tier, [], None, None, f"{exc}{BLOCKED_SUFFIX}", blocked=True)
+        return RoleRoute(
+            role=role,
+            tier=tier,
+            entries=[],
+            chosen=None,
+            model=None,
+            reason=f"{exc}{BLOCKED_SUFFIX}",
+            blocked=True,
+        )
     return choose(role, tier, entries)
 
 
@@ -116,17 +129,33 @@ def explain_ticket(project: Project, ticket_id: int) -> RouteExplanation:
     with project.store.session() as session:
         ticket = get_ticket(session, ticket_id)
         steps = [(s.phase, s.status) for s in ticket.steps]
-        head = (ticket.id, ticket.kind, ticket.lane, ticket.sensitive, ticket.status)
-    sensitive = settings.in_house_only(head[3], head[2])
+        kind, lane, sensitive, status_now = (
+            ticket.kind,
+            ticket.lane,
+            ticket.sensitive,
+            ticket.status,
+        )
+    in_house_only = settings.in_house_only(sensitive, lane)
     router = project.router
     phases = []
     for phase, status in steps:
         conf = settings.phase(phase)
-        producer = explain_role(router, "producer", settings.tier_for(phase), sensitive=sensitive)
+        producer = explain_role(
+            router, "producer", settings.tier_for(phase), sensitive=in_house_only
+        )
         validator = (
-            explain_role(router, "validator", conf.validator_tier, sensitive=sensitive)
+            explain_role(router, "validator", conf.validator_tier, sensitive=in_house_only)
             if conf.validator
             else None
         )
-        phases.append(PhaseRoute(phase, status, producer, validator))
-    return RouteExplanation(*head, phases=phases)
+        phases.append(
+            PhaseRoute(phase=phase, status=status, producer=producer, validator=validator)
+        )
+    return RouteExplanation(
+        ticket_id=ticket_id,
+        kind=kind,
+        lane=lane,
+        sensitive=sensitive,
+        status=status_now,
+        phases=phases,
+    )

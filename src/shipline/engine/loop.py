@@ -26,12 +26,13 @@ from shipline.engine import lifecycle, sql
 from shipline.engine.code import CodeOutcome, CodePath
 from shipline.engine.coding import CodingSessions, session_objections
 from shipline.engine.prompt import Prompt, build_prompt, render_blocks
-from shipline.engine.verdict import parse_verdict, strip_fence
+from shipline.engine.verdict import read_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ShiplineError, StoreError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
 from shipline.phases.base import PhaseSpec
 from shipline.providers.base import CompletionRequest, Message, Role
 from shipline.providers.router import CallRecord
+from shipline.providers.structured import reask
 from shipline.sessions.base import SessionResult
 from shipline.store import models as m
 from shipline.store.lease import LeaseLost
@@ -457,6 +458,9 @@ class AttemptRunner:
     def _validate(
         self, claim: Claim, ctx: AttemptContext, text: str, calls: list[dict[str, Any]]
     ) -> tuple[list[str], str]:
+        """Ask the validator for a verdict. This is the one place that asks again for JSON:
+        each try is one routed call (`json_repairs=None`: no provider repairs on its own), and
+        a bad answer is shown back to the model with what is wrong with it."""
         phase = ctx.phase
         system, user = render_blocks(
             "validator.md.j2",
@@ -469,19 +473,21 @@ class AttemptRunner:
             },
         )
         tries = self.settings.validator.parse_retries + 1
+        messages = [Message("system", system), Message("user", user)]
         last = ""
-        request = CompletionRequest(
-            messages=(Message("system", system), Message("user", user)),
-            phase=phase.name,
-            role="validator",
-            attempt=ctx.number,
-            ticket_kind=ctx.ticket.kind,
-            ticket_title=ctx.ticket.title,
-            max_tokens=self.settings.validator.max_output_tokens,
-            json_schema=VERDICT_SCHEMA,
-        )
         for _ in range(tries):
             self._check_budget(claim.ticket_id)
+            request = CompletionRequest(
+                messages=tuple(messages),
+                phase=phase.name,
+                role="validator",
+                attempt=ctx.number,
+                ticket_kind=ctx.ticket.kind,
+                ticket_title=ctx.ticket.title,
+                max_tokens=self.settings.validator.max_output_tokens,
+                json_schema=VERDICT_SCHEMA,
+                json_repairs=None,
+            )
             routed = self.project.router.complete(
                 self.settings.phase(phase.name).validator_tier,
                 request,
@@ -489,9 +495,10 @@ class AttemptRunner:
                 record=self._recorder(claim, "validator", ctx.number, calls),
             )
             last = routed.completion.text
-            verdict = parse_verdict(last)
+            verdict, problem = read_verdict(last)
             if verdict is not None:
                 return ([] if verdict.passed else verdict.objections), "validator"
+            messages = reask(messages, last, problem)
         snippet = last.strip().replace("\n", " ")[:160]
         return [
             f"the validator's answer was not a valid JSON verdict after {tries} tries "

@@ -1,12 +1,10 @@
-"""The phase registry: every phase by name, and the JSON schema of a validator's verdict.
+"""The phase registry: every phase by name, and the validator's verdict (model and schema).
 
 A phase module (discovery.py, techspec.py, …) defines `PHASE`; its prompt template lives in
 `templates/`, next to `_base.md.j2` (shared macros) and `validator.md.j2`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from shipline.errors import ShiplineError
 
@@ -22,6 +20,7 @@ from . import (
     tests_phase,
 )
 from .base import Check, PhaseSpec
+from .verdict import VERDICT_SCHEMA, Verdict
 
 PHASES: dict[str, PhaseSpec] = {
     module.PHASE.name: module.PHASE
@@ -41,17 +40,6 @@ PHASES: dict[str, PhaseSpec] = {
 # The validator's prompt template: blocks `system` and `user`; variables phase, ticket,
 # deliverable (file name), text (the deliverable) and inputs.
 VALIDATOR_TEMPLATE = "validator.md.j2"
-
-# The validator's answer, for providers that can constrain decoding to a JSON schema.
-VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "pass": {"type": "boolean"},
-        "objections": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["pass", "objections"],
-    "additionalProperties": False,
-}
 
 
 class UnknownPhase(ShiplineError, KeyError):
@@ -77,5 +65,6 @@ __all__ = [
     "Check",
     "PhaseSpec",
     "UnknownPhase",
+    "Verdict",
     "get_phase",
 ]

@@ -2,7 +2,10 @@
 
 The deliverable is a JSON object `{"children": [...]}`; each child has a unique `key`, a
 `kind` (feature or hotfix), a `title`, a `body` and `depends_on` (keys of other children).
-`parse_children` gives the engine the children once the check has passed.
+`Children` is that shape as a pydantic model, and `CHILDREN_SCHEMA` its JSON schema for
+constrained decoding. `check` gives the producer objections it can act on (the model cannot
+say "child 'b' depends on 'zz', which is not a child key"); `parse_children` gives the engine
+the typed children once the check has passed.
 """
 
 from __future__ import annotations
@@ -10,25 +13,47 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .base import PhaseSpec
+from .schema import json_schema
 
 DELIVERABLE = "children.json"
-CHILD_KINDS = ("feature", "hotfix")
+ChildKind = Literal["feature", "hotfix"]
+CHILD_KINDS: tuple[str, ...] = get_args(ChildKind)
 _FENCED_JSON = re.compile(r"^```[A-Za-z]*[ \t]*\n(?P<body>.*)\n```$", re.DOTALL)
 
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+_CLOSED = ConfigDict(
+    frozen=True,
+    json_schema_extra={"additionalProperties": False},  # what decoding may write; reading ignores
+    json_schema_serialization_defaults_required=True,
+)
 
-@dataclass(frozen=True)
-class ChildTicket:
+
+class ChildTicket(BaseModel):
     """One child of an epic, as the split phase proposed it."""
 
-    key: str
-    kind: str
-    title: str
-    body: str
-    depends_on: tuple[str, ...]
+    model_config = _CLOSED
+
+    key: str = Field(min_length=1)
+    kind: ChildKind
+    title: _Text
+    body: _Text
+    depends_on: tuple[str, ...] = ()
+
+
+class Children(BaseModel):
+    """children.json: the epic's children, in the order they are created."""
+
+    model_config = _CLOSED
+
+    children: list[ChildTicket] = Field(min_length=1)
+
+
+CHILDREN_SCHEMA: dict[str, Any] = json_schema(Children)
 
 
 def _unfence(text: str) -> str:
@@ -139,17 +164,7 @@ def parse_children(text: str) -> list[ChildTicket]:
     objections = check(text, {})
     if objections:
         raise ValueError("; ".join(objections))
-    data = json.loads(_unfence(text))
-    return [
-        ChildTicket(
-            key=child["key"],
-            kind=child["kind"],
-            title=child["title"].strip(),
-            body=child["body"].strip(),
-            depends_on=tuple(child.get("depends_on", [])),
-        )
-        for child in data["children"]
-    ]
+    return Children.model_validate_json(_unfence(text)).children
 
 
 PHASE = PhaseSpec(

@@ -2,9 +2,10 @@
 
 System messages go to the top-level `system` field. The SDK's own retries are off: the
 router's guard owns retries. JSON output is asked for by prompt, then parsed, checked against
-the schema and repaired up to a limit. The Messages API of SDK 2.x has no sampling
-parameters, so `request.temperature` is not sent. Token counts are normalised to the OpenAI
-convention: `input_tokens` includes cache reads and writes, `cached_tokens` counts cache reads.
+the schema and repaired up to the request's `json_repairs` (None: the caller checks it). The
+Messages API of SDK 2.x has no sampling parameters, so `request.temperature` is not sent.
+Token counts are normalised to the OpenAI convention: `input_tokens` includes cache reads and
+writes, `cached_tokens` counts cache reads.
 A request's `tools` go out as `tools` (`input_schema`), and the history's tool calls as
 assistant `tool_use` blocks answered by user `tool_result` blocks (see `NativeTools` for when
 they are not sent).
@@ -25,7 +26,6 @@ from shipline.providers.pricing import call_cost
 from shipline.providers.structured import complete_json
 
 ANTHROPIC_URL = "https://api.anthropic.com"
-JSON_REPAIRS = 2
 
 
 class AnthropicProvider:
@@ -61,7 +61,10 @@ class AnthropicProvider:
                 request, lambda native: self._send(messages, request, native=native)
             )
         return complete_json(
-            lambda m: self._send(m, request), messages, request.json_schema, repairs=JSON_REPAIRS
+            lambda m: self._send(m, request),
+            messages,
+            request.json_schema,
+            repairs=request.json_repairs,
         )
 
     def _send(

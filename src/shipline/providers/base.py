@@ -51,6 +51,10 @@ class CompletionRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
+    # How often a provider asks again, itself, for a reply that is not JSON fitting the schema
+    # (then fails the call). None: the caller checks the reply and asks again, so the provider
+    # calls once and returns the reply as it came (the engine: `[validator] parse_retries`).
+    json_repairs: int | None = 2
     step: int = 0  # the model turn of a coding session (1, 2, …); 0 outside a session
     # Tools the model may call natively: {name, description, parameters (JSON schema)}.
     # Providers that support tool calls send them; the others ignore them.

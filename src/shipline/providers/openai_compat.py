@@ -3,7 +3,8 @@
 Groq, OpenAI, OpenRouter, Ollama, vLLM and llama.cpp's server all speak it. The SDK's own
 retries are off: the router's guard owns retries, cooldown and limits. JSON output uses the
 server's `response_format` json_schema; a server that refuses it (HTTP 400) is asked by
-prompt from then on, and the reply is always parsed, checked and repaired up to a limit.
+prompt from then on, and the reply is parsed, checked and repaired up to the request's
+`json_repairs` (unless that is None: the caller checks it).
 A request's `tools` go out as `tools` (function definitions), and the history's tool calls as
 an assistant turn's `tool_calls` followed by `role: "tool"` turns (see `NativeTools` for when
 they are not sent).
@@ -27,7 +28,6 @@ from shipline.providers.pricing import call_cost
 from shipline.providers.structured import complete_json
 
 OPENAI_URL = "https://api.openai.com/v1"
-JSON_REPAIRS = 2
 
 
 class OpenAICompatProvider:
@@ -74,7 +74,7 @@ class OpenAICompatProvider:
                     lambda m: self._send(m, request, response_format),
                     messages,
                     schema,
-                    repairs=JSON_REPAIRS,
+                    repairs=request.json_repairs,
                     instruct=False,
                 )
             except ProviderCallError as exc:
@@ -82,7 +82,7 @@ class OpenAICompatProvider:
                     raise
                 self._native_json = False  # this server does not take json_schema
         return complete_json(
-            lambda m: self._send(m, request, None), messages, schema, repairs=JSON_REPAIRS
+            lambda m: self._send(m, request, None), messages, schema, repairs=request.json_repairs
         )
 
     def _send(

@@ -1,16 +1,21 @@
-"""JSON output from any provider: ask for it, parse it, check it against the schema, repair it.
+"""JSON output from any provider: ask for it, find it in the reply, check it, ask again.
 
-Providers with native structured output still pass through `parse_json`, because servers
-that claim the OpenAI API do not all honour `response_format`. The schema check covers the
-subset verdicts and plans use (type, required, properties, items, enum); it is not a full
-JSON Schema validator.
+Providers with native structured output still have their reply parsed, because servers that
+claim the OpenAI API do not all honour `response_format`. The schema check covers the subset
+verdicts and plans use (type, required, properties, items, enum); it is not a full JSON Schema
+validator.
+
+Asking again is one layer, whoever drives it. A provider called on its own repairs its reply
+(`CompletionRequest.json_repairs`). The engine asks with `json_repairs=None`: one call, the
+reply as it came, and the validator's `[validator] parse_retries` is the only re-ask, built
+with `reask` so the model sees its reply and what was wrong with it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from shipline.providers.base import Completion, Message
@@ -58,26 +63,48 @@ def schema_problems(value: Any, schema: dict[str, Any], path: str = "$") -> list
     return problems
 
 
-def parse_json(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """The first JSON value in `text` that fits `schema`, or (None, what went wrong)."""
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+def json_values(text: str) -> Iterator[Any]:
+    """Every JSON object or array in `text`, in the order worth trying: fenced blocks first,
+    then the whole text, scanned from each `{` or `[` that is not inside a value already found
+    (an object nested in a rejected answer is not an answer)."""
     decoder = json.JSONDecoder()
-    first_problem = "no JSON value found"
-    found = False
-    for candidate in candidates:
-        for start, char in enumerate(candidate):
-            if char not in "{[":
+    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
+        start = 0
+        while start < len(candidate):
+            if candidate[start] not in "{[":
+                start += 1
                 continue
             try:
-                value, _ = decoder.raw_decode(candidate, start)
-            except json.JSONDecodeError:
+                value, end = decoder.raw_decode(candidate, start)
+            except (json.JSONDecodeError, RecursionError):
+                start += 1
                 continue
-            problems = schema_problems(value, schema)
-            if not problems:
-                return value, None
-            if not found:
-                first_problem, found = "; ".join(problems[:5]), True
-    return None, first_problem
+            yield value
+            start = end
+
+
+def parse_json(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+    """The first JSON value in `text` that fits `schema`, or (None, what went wrong)."""
+    first_problem: str | None = None
+    for value in json_values(text):
+        problems = schema_problems(value, schema)
+        if not problems:
+            return value, None
+        first_problem = first_problem or "; ".join(problems[:5])
+    return None, first_problem or "no JSON value found"
+
+
+def reask(messages: list[Message], reply: str, problem: str) -> list[Message]:
+    """`messages`, the model's reply, and a request to answer again with valid JSON."""
+    return [
+        *messages,
+        Message("assistant", reply),
+        Message(
+            "user",
+            f"That reply is not valid: {problem}. Reply again with only the JSON value, "
+            "matching the schema.",
+        ),
+    ]
 
 
 def complete_json(
@@ -85,17 +112,20 @@ def complete_json(
     messages: list[Message],
     schema: dict[str, Any],
     *,
-    repairs: int = 2,
+    repairs: int | None = 2,
     instruct: bool = True,
 ) -> Completion:
     """Call `send` until its text is JSON that fits `schema`, at most `1 + repairs` times.
 
     With `instruct`, the schema is added to the system prompt. Each repair shows the model
     its reply and what was wrong with it. The result's text is the JSON alone, and its
-    token counts and cost add up every call made.
+    token counts and cost add up every call made. With `repairs=None` the caller checks the
+    reply and asks again itself: `send` is called once and its reply returned as it came.
     """
     if instruct:
         messages = [Message("system", schema_instruction(schema)), *messages]
+    if repairs is None:
+        return send(messages)
     spent: list[Completion] = []
     problem = ""
     for _ in range(repairs + 1):
@@ -105,15 +135,7 @@ def complete_json(
         if problem_or_none is None:
             return _summed(spent, json.dumps(value))
         problem = problem_or_none
-        messages = [
-            *messages,
-            Message("assistant", completion.text),
-            Message(
-                "user",
-                f"That reply is not valid: {problem}. Reply again with only the JSON value, "
-                "matching the schema.",
-            ),
-        ]
+        messages = reask(messages, completion.text, problem)
     raise ProviderCallError(
         f"no schema-valid JSON after {len(spent)} tries: {problem}",
         retryable=False,

@@ -7,7 +7,8 @@ git no longer knows) are pruned at once; a folder that is not ours is never touc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,31 +27,29 @@ def _statuses(project: Any) -> dict[str, str]:
         return {str(i): s for i, s in session.execute(select(m.Ticket.id, m.Ticket.status))}
 
 
-def _row(info: WorkspaceInfo, statuses: dict[str, str]) -> dict[str, Any]:
-    return {
-        "ticket": info.ticket_id,
-        "ticket_status": statuses.get(info.ticket_id, "unknown"),
-        "state": info.state,
-        "branch": info.branch,
-        "path": str(info.path),
-        "disk_bytes": info.disk_bytes,
-        "last_used": datetime.fromtimestamp(info.last_used, UTC).isoformat(),
-    }
+@dataclass(frozen=True)
+class TicketWorktree:
+    """A folder under the worktree root, and the status of its ticket ("unknown": none)."""
+
+    info: WorkspaceInfo
+    ticket_status: str
 
 
-def inventory(project: Any) -> list[dict[str, Any]]:
+def _rows(infos: list[WorkspaceInfo], statuses: dict[str, str]) -> list[TicketWorktree]:
+    return [TicketWorktree(info, statuses.get(info.ticket_id, "unknown")) for info in infos]
+
+
+def inventory(project: Any) -> list[TicketWorktree]:
     """Every folder under the worktree root, with its ticket's status and its disk use."""
     root = _root(project)
     if not root.exists():
         return []
     statuses = _statuses(project)
     limit = project.settings.workspaces.git_timeout_s
-    return [
-        _row(info, statuses) for info in list_workspaces(project.root, root, git_timeout_s=limit)
-    ]
+    return _rows(list_workspaces(project.root, root, git_timeout_s=limit), statuses)
 
 
-def prune_workspaces(project: Any) -> list[dict[str, Any]]:
+def prune_workspaces(project: Any) -> list[TicketWorktree]:
     """Remove finished tickets' worktrees past retention, and crash leftovers. Returns them."""
     root = _root(project)
     if not root.exists():
@@ -59,5 +58,4 @@ def prune_workspaces(project: Any) -> list[dict[str, Any]]:
     active = {tid for tid, status in statuses.items() if status not in m.FINAL_STATUSES}
     retention = timedelta(days=project.settings.workspaces.retention_days)
     limit = project.settings.workspaces.git_timeout_s
-    removed = prune(project.root, root, active, retention, git_timeout_s=limit)
-    return [_row(info, statuses) for info in removed]
+    return _rows(prune(project.root, root, active, retention, git_timeout_s=limit), statuses)

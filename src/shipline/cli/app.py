@@ -1,4 +1,9 @@
-"""The `shipline` command: parses arguments, calls the engine, prints. Nothing more."""
+"""The `shipline` command: parses arguments, calls `shipline.api`, prints. Nothing more.
+
+Tables and panels come from `render` (rich); `--json` prints the API's views as JSON. Each
+command imports the API when it runs: the API loads the store and the engine, and
+`shipline --help` should not wait for them.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,23 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from shipline import __version__
+from shipline.cli import render
 from shipline.errors import ShiplineError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from shipline.api import Project
 
 app = typer.Typer(
     help="shipline: route tickets through focused agent phases, validated, with handoff.",
@@ -31,7 +43,7 @@ app.add_typer(route_app, name="route")
 console = Console()
 err = Console(stderr=True)
 
-# shipline.costs.GroupBy, spelled out so that `shipline --help` need not import the store.
+# shipline.api.GroupBy, spelled out so that `shipline --help` need not import the API.
 CostBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
 
 
@@ -40,14 +52,23 @@ class Globals:
     db: str | None = None
 
 
-def _project(require: bool = True) -> Any:
-    from shipline.engine.project import open_project
+def _project() -> Project:
+    from shipline import api
 
-    return open_project(Path.cwd(), config=Globals.config, db=Globals.db, require=require)
+    return api.open_project(Path.cwd(), config=Globals.config, db=Globals.db)
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def _print_json(data: BaseModel | Sequence[BaseModel]) -> None:
+    plain = (
+        [view.model_dump(mode="json") for view in data]
+        if isinstance(data, Sequence)
+        else data.model_dump(mode="json")
+    )
+    sys.stdout.write(json.dumps(plain, indent=2) + "\n")
+
+
+def _print_event(ticket_id: int, kind: str, message: str) -> None:
+    render.print_event(console, ticket_id, kind, message)
 
 
 def _version(value: bool) -> None:
@@ -78,11 +99,11 @@ def init(
     path: Annotated[Path, typer.Argument(help="Project folder (a git repo).")] = Path("."),
 ) -> None:
     """Write shipline.toml and create the store (.shipline/shipline.db)."""
-    from shipline.engine.setup import init_project
+    from shipline import api
 
-    created, store_url = init_project(path.resolve(), db=Globals.db)
-    verb = "wrote" if created else "kept the existing"
-    console.print(f"{verb} {path.resolve() / 'shipline.toml'}; store ready at {store_url}")
+    done = api.init_project(path.resolve(), db=Globals.db)
+    verb = "wrote" if done.created else "kept the existing"
+    console.print(f"{verb} {done.config}; store ready at {done.store_url}")
 
 
 @ticket_app.command("add")
@@ -100,18 +121,16 @@ def ticket_add(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Add a ticket; it is routed by kind and lane."""
-    from shipline.engine.tickets import NewTicket, create_ticket, read_body_file
+    from shipline import api
 
-    text = read_body_file(body_file) if body_file else body
-    project = _project()
-    new = NewTicket(kind=kind, title=title, body=text, lane=lane, sensitive=sensitive)
-    ticket_id = create_ticket(project.store, project.settings, new)
+    text = api.read_text_file(body_file) if body_file else body
+    ticket = api.add_ticket(
+        _project(), kind=kind, title=title, body=text, lane=lane, sensitive=sensitive
+    )
     if as_json:
-        from shipline.engine.tickets import ticket_detail
-
-        _print_json(ticket_detail(project.store, ticket_id))
+        _print_json(ticket)
     else:
-        console.print(f"added ticket #{ticket_id} ({kind}, lane {lane}): {title}")
+        console.print(f"added ticket #{ticket.id} ({kind}, lane {lane}): {title}")
 
 
 @ticket_app.command("list")
@@ -120,16 +139,15 @@ def ticket_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List tickets with their status, phase, attempts, tokens and cost."""
-    from shipline.engine.tickets import list_tickets
-    from shipline.render import ticket_table
+    from shipline import api
 
-    rows = list_tickets(_project().store, status)
+    rows = api.list_tickets(_project().store, status)
     if as_json:
         _print_json(rows)
     elif not rows:
         console.print("no tickets yet: add one with `shipline ticket add`")
     else:
-        console.print(ticket_table(rows))
+        console.print(render.ticket_table(rows))
 
 
 @ticket_app.command("show")
@@ -142,18 +160,17 @@ def ticket_show(
     ] = None,
 ) -> None:
     """Phases, attempts, verdicts with objections, models, tokens, cost, timings."""
-    from shipline.engine.tickets import deliverable_text, ticket_detail
-    from shipline.render import ticket_panel
+    from shipline import api
 
-    project = _project()
+    store = _project().store
     if deliverable:
-        sys.stdout.write(deliverable_text(project.store, ticket_id, deliverable))
+        sys.stdout.write(api.deliverable_text(store, ticket_id, deliverable))
         return
-    detail = ticket_detail(project.store, ticket_id)
+    detail = api.ticket_detail(store, ticket_id)
     if as_json:
         _print_json(detail)
     else:
-        console.print(ticket_panel(detail))
+        console.print(render.ticket_panel(detail))
 
 
 @route_app.command("explain")
@@ -162,14 +179,13 @@ def route_explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """For each phase: the tier, the provider that would be called first, why, and fallbacks."""
-    from shipline.engine.explain import explain_ticket
-    from shipline.render import route_panel
+    from shipline import api
 
-    explained = explain_ticket(_project(), ticket_id).as_dict()
+    explained = api.explain_route(_project(), ticket_id)
     if as_json:
         _print_json(explained)
     else:
-        console.print(route_panel(explained))
+        console.print(render.route_panel(explained))
 
 
 @app.command()
@@ -182,16 +198,15 @@ def cost(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Cost, tokens, calls, fallbacks and errors from the calls table. Unknown prices show so."""
-    from shipline.costs import cost_report
-    from shipline.render import cost_table
+    from shipline import api
 
-    report = cost_report(_project().store, ticket_id=ticket, by=by).as_dict()
+    report = api.cost_report(_project().store, ticket_id=ticket, by=by)
     if as_json:
         _print_json(report)
-    elif report["total"]["calls"] == 0:
+    elif report.total.calls == 0:
         console.print("no provider calls recorded yet")
     else:
-        console.print(cost_table(report))
+        console.print(render.cost_table(report))
 
 
 @app.command()
@@ -200,24 +215,19 @@ def run(
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
 ) -> None:
     """Work until nothing runnable is left, with live progress."""
-    from shipline.engine.tickets import list_tickets
-    from shipline.engine.worker import run_workers
-    from shipline.render import print_event, ticket_table
+    from shipline import api
 
     project = _project()
     stop = threading.Event()
     _stop_on_sigint(stop)
-
-    def on_event(ticket_id: int, kind: str, message: str) -> None:
-        if not quiet:
-            print_event(console, ticket_id, kind, message)
-
     with console.status("working…", spinner="dots"):
-        done = run_workers(project, workers, on_event=on_event, stop=stop)
+        done = api.run(
+            project, workers=workers, on_event=None if quiet else _print_event, stop=stop
+        )
     console.print(f"ran {done} step(s)")
-    rows = list_tickets(project.store)
+    rows = api.list_tickets(project.store)
     if rows:
-        console.print(ticket_table(rows))
+        console.print(render.ticket_table(rows))
 
 
 @app.command()
@@ -228,15 +238,12 @@ def work(
     ] = None,
 ) -> None:
     """Long-running worker. Ctrl-C stops cleanly after the current step."""
-    from shipline.engine.worker import Worker
-    from shipline.render import print_event
+    from shipline import api
 
     project = _project()
-    if poll is not None and poll > 0:
-        project.settings.worker.poll_s = poll
     stop = threading.Event()
     _stop_on_sigint(stop)
-    worker = Worker(project, on_event=lambda t, k, msg: print_event(console, t, k, msg))
+    worker = api.start_worker(project, poll_s=poll, on_event=_print_event)
     console.print(
         f"worker {worker.worker_id} polling {project.store.display_url} "
         "(Ctrl-C to stop after the current step)"
@@ -267,12 +274,10 @@ def approve(
     ] = None,
 ) -> None:
     """Accept the waiting phase's deliverable as it stands, or as you edited it."""
-    from shipline.engine.lifecycle import approve as approve_ticket
-    from shipline.engine.tickets import read_body_file
+    from shipline import api
 
-    project = _project()
-    text = read_body_file(file) if file else None
-    status = approve_ticket(project.store, project.settings, ticket_id, text)
+    text = api.read_text_file(file) if file else None
+    status = api.approve(_project(), ticket_id, text)
     console.print(f"approved; ticket #{ticket_id} is now {status}")
 
 
@@ -283,18 +288,18 @@ def retry(
     attempts: Annotated[int, typer.Option(help="How many more attempts.")] = 3,
 ) -> None:
     """Give the waiting phase more attempts, with your note in its context."""
-    from shipline.engine.lifecycle import retry as retry_ticket
+    from shipline import api
 
-    retry_ticket(_project().store, ticket_id, note, attempts)
+    api.retry(_project(), ticket_id, note=note, attempts=attempts)
     console.print(f"ticket #{ticket_id} queued with {attempts} more attempt(s)")
 
 
 @app.command()
 def cancel(ticket_id: Annotated[int, typer.Argument(help="Ticket id.")]) -> None:
     """End a ticket (an epic's unfinished children too)."""
-    from shipline.engine.lifecycle import cancel as cancel_ticket
+    from shipline import api
 
-    ids = cancel_ticket(_project().store, ticket_id)
+    ids = api.cancel(_project(), ticket_id)
     console.print("cancelled " + ", ".join(f"#{i}" for i in ids))
 
 
@@ -309,9 +314,42 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """The main job on embedded defaults: a sample repo, three tickets, the local model."""
-    from shipline.demo.run import run_demo
+    from shipline import api
 
-    run_demo(directory, replay=replay, console=console, as_json=as_json)
+    out = err if as_json else console  # with --json, stdout holds the JSON alone
+
+    def ready(root: Path) -> None:
+        out.print(f"sample repo: {root}")
+        if not replay:
+            out.print(
+                "running on the embedded SmolLM2-135M (llama.cpp, CPU); "
+                "this takes a couple of minutes…"
+            )
+
+    with out.status("working…", spinner="dots"):
+        report = api.run_demo(
+            directory,
+            replay=replay,
+            on_ready=ready,
+            on_event=lambda t, k, msg: render.print_event(out, t, k, msg),
+        )
+    if as_json:
+        _print_json(report)
+        return
+    console.print(render.demo_table(report))
+    console.print(
+        f"finished in {report.seconds:.1f}s. "
+        f"Inspect a ticket: cd {report.dir} && shipline ticket show 1"
+    )
+    if not replay:
+        waiting = sum(1 for t in report.tickets if t.status == "needs-human")
+        console.print(
+            f"{waiting} of {len(report.tickets)} tickets stopped in needs-human. That is "
+            "expected: a 135M model rarely writes a spec that passes the deterministic checks, "
+            "and shipline hands off instead of grinding on. Point \\[tiers] in shipline.toml at "
+            "a stronger model (docs/config.md), or run `shipline demo --replay` to see the "
+            "whole path."
+        )
 
 
 @app.command()
@@ -323,20 +361,17 @@ def workspaces(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Ticket worktrees: state, branch and disk use; --prune removes what is no longer needed."""
-    from shipline.render import workspace_table
-    from shipline.workspaces.inventory import inventory, prune_workspaces
+    from shipline import api
 
-    project = _project()
-    removed = prune_workspaces(project) if do_prune else []
-    rows = inventory(project)
+    listed = api.workspaces(_project(), prune=do_prune)
     if as_json:
-        _print_json({"workspaces": rows, "removed": removed})
+        _print_json(listed)
         return
-    for row in removed:
-        console.print(f"removed {row['path']} (ticket #{row['ticket']}, {row['state']})")
-    if rows:
-        console.print(workspace_table(rows))
-    elif not removed:
+    for row in listed.removed:
+        console.print(f"removed {row.path} (ticket #{row.ticket}, {row.state})")
+    if listed.workspaces:
+        console.print(render.workspace_table(listed.workspaces))
+    elif not listed.removed:
         console.print("no ticket worktrees (they are made when \\[judge] command is set)")
 
 

@@ -1,0 +1,244 @@
+"""What a front-end reads: typed, read-only views of tickets, costs, routes and worktrees.
+
+The CLI prints them (rich tables, or `--json`: `model_dump(mode="json")`), and the web board
+and MCP server return the same JSON, so `TicketDetail.model_json_schema()` is the contract a
+front-end can rely on. Timestamps are aware UTC datetimes, written in ISO 8601 with their
+offset (`2026-11-22T00:31:35.558353+00:00`). The route explanation is the engine's own
+pydantic model (`engine/explain.py`), shown here as it is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+
+from shipline.costs import GroupBy
+from shipline.engine.explain import PhaseRoute, RoleRoute, RouteExplanation
+from shipline.workspaces.worktree import WorkspaceState
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda at: at.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class View(BaseModel):
+    """A view is a snapshot: built once from the store, never changed."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+# ---- tickets ---------------------------------------------------------------------------------
+
+
+class TicketSummary(View):
+    """One row of `ticket list`: where a ticket stands, and what it cost so far."""
+
+    id: int
+    kind: str
+    title: str
+    lane: int
+    sensitive: bool
+    status: str
+    phase: str | None  # the current phase; None once the route is finished
+    phases_done: int
+    phases_total: int
+    attempts: int  # attempts used over all phases
+    parent_id: int | None
+    tokens: int  # input + output tokens of every call, failed ones included
+    cost: float | None  # USD of the calls with a known price; None: every price is unknown
+    cost_text: str  # `$0.12`, `unknown` or `$0.12 + unknown`
+    unknown_price_calls: int
+    handoff_reason: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class VerdictView(View):
+    passed: bool
+    source: str  # checks, validator, error, judge or human
+    objections: list[str]
+
+
+class AttemptView(View):
+    number: int
+    worker: str  # the lease owner, or "human" for `approve`
+    truncated: bool  # the prompt was cut to fit its budget
+    chars: int
+    created_at: Timestamp
+    verdict: VerdictView | None  # None: not judged yet
+
+
+class PhaseView(View):
+    phase: str
+    deliverable: str
+    status: str
+    attempts_used: int
+    attempts_allowed: int
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    seconds: float | None
+    tokens_in: int
+    tokens_out: int
+    cost: float | None
+    cost_text: str
+    models: list[str]  # provider/model pairs
+    note: str | None  # the latest `retry --note`
+    origin: str | None  # an inserted step: "ci" (red CI) or "merge"; else None
+    attempts: list[AttemptView]
+
+
+class CallView(View):
+    phase: str
+    role: str
+    attempt: int
+    provider: str
+    model: str
+    tier: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    latency_ms: float
+    cost: float | None
+    fallback: bool
+    error: str | None
+
+
+class EventView(View):
+    at: Timestamp
+    kind: str
+    message: str
+
+
+class ChildView(View):
+    id: int
+    title: str
+    status: str
+    key: str | None  # the child's key in children.json
+
+
+class MergeView(View):
+    """Where a ticket's work went: the target and commit, or the pull request."""
+
+    target: str
+    commit: str
+    mode: str
+    url: str | None
+    at: Timestamp
+
+
+class TicketDetail(TicketSummary):
+    """Everything `ticket show` prints: phases, attempts, verdicts, calls, events."""
+
+    body: str
+    route: list[str]
+    children: list[ChildView]
+    depends_on: list[int]
+    merge: MergeView | None
+    phases: list[PhaseView]
+    calls: list[CallView]
+    events: list[EventView]
+
+
+# ---- costs -----------------------------------------------------------------------------------
+
+
+class CostLine(View):
+    """Calls, tokens and cost of one group (or of the total)."""
+
+    key: str
+    calls: int
+    errors: int
+    fallbacks: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float | None  # the known sum; None when every priced call is unknown
+    unknown_price_calls: int
+    cost: str  # `$0.12`, `unknown` or `$0.12 + unknown`
+
+
+class CostReport(View):
+    """`shipline cost`: the calls table, for one ticket or all, grouped `by` (None: total)."""
+
+    by: GroupBy | None
+    ticket: int | None
+    groups: list[CostLine]
+    total: CostLine
+
+
+# ---- worktrees -------------------------------------------------------------------------------
+
+
+class WorkspaceView(View):
+    """One folder under the worktree root."""
+
+    ticket: str  # the folder's name: a ticket id, or anything for a foreign folder
+    ticket_status: str  # "unknown" when no ticket has that id
+    state: WorkspaceState  # ok, broken, orphan or foreign
+    branch: str | None
+    path: Path
+    disk_bytes: int
+    last_used: Timestamp
+
+
+class WorkspaceList(View):
+    """`shipline workspaces`: what is there now, and what `--prune` removed first."""
+
+    workspaces: list[WorkspaceView]
+    removed: list[WorkspaceView]
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+class ProjectSetup(View):
+    """`shipline init`: the config file (written now, or kept) and the store it points at."""
+
+    config: Path
+    created: bool  # False: an existing shipline.toml was kept
+    store_url: str  # as shown to a human (no password)
+
+
+# ---- the demo --------------------------------------------------------------------------------
+
+
+class DemoTicket(TicketSummary):
+    reached: list[str]  # phases with at least one attempt
+    objections: int  # over all verdicts
+    seconds: float
+
+
+class DemoReport(View):
+    dir: Path
+    replay: bool
+    seconds: float
+    tickets: list[DemoTicket]
+
+
+__all__ = [
+    "AttemptView",
+    "CallView",
+    "ChildView",
+    "CostLine",
+    "CostReport",
+    "DemoReport",
+    "DemoTicket",
+    "EventView",
+    "MergeView",
+    "PhaseRoute",
+    "PhaseView",
+    "ProjectSetup",
+    "RoleRoute",
+    "RouteExplanation",
+    "TicketDetail",
+    "TicketSummary",
+    "VerdictView",
+    "View",
+    "WorkspaceList",
+    "WorkspaceView",
+]
