@@ -101,6 +101,7 @@ def start_worker(project: Project) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_resumes_to_the_same_final_state(tmp_path: Path) -> None:
     rules = slow_rules(0.12)
     reference = make_project(tmp_path / "ref", None, FAST_LEASES, rules)
@@ -133,6 +134,7 @@ def test_sigkilled_worker_resumes_to_the_same_final_state(tmp_path: Path) -> Non
             passed.add((ticket_id, phase))
 
 
+@pytest.mark.slow
 def test_two_workers_never_complete_the_same_step_on_postgres(tmp_path: Path, pg_url: str) -> None:
     project = make_project(tmp_path / "repo", pg_url, FAST_LEASES, slow_rules(0.03))
     feature = demo_ticket("feature")

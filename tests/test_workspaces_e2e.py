@@ -17,6 +17,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import SCRIPTED_TOML, Project, demo_ticket, git, make_project, replay_rules
 from shipline.demo.sample import write_sample_repo
 from shipline.judge.failures import wrong_failure
@@ -81,6 +83,7 @@ def attempts(detail: dict[str, Any], phase: str) -> list[dict[str, Any]]:
     return next(p for p in detail["phases"] if p["phase"] == phase)["attempts"]
 
 
+@pytest.mark.slow
 def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path: Path) -> None:
     project = sample_project(tmp_path / "repo")
     feature, hotfix = demo_ticket("feature"), demo_ticket("hotfix")
@@ -380,6 +383,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 def test_two_tickets_changing_one_file_the_second_goes_through_fix_ci_and_merges(
     tmp_path: Path,
 ) -> None:
@@ -732,6 +736,7 @@ def value() -> int:
     ]
 
 
+@pytest.mark.slow
 def test_four_tickets_run_in_parallel_in_their_own_worktrees_and_all_merge(
     tmp_path: Path,
 ) -> None:
@@ -770,6 +775,7 @@ def test_four_tickets_run_in_parallel_in_their_own_worktrees_and_all_merge(
     assert_every_commit_is_green(project, tmp_path)
 
 
+@pytest.mark.slow
 def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
     tmp_path: Path, pg_url: str, monkeypatch: Any
 ) -> None:
@@ -868,6 +874,7 @@ def test_a_hung_push_in_pr_mode_hands_the_ticket_off_with_the_reason(
     assert git(remote, "branch", "--list").strip() == "main"  # only what was pushed by hand
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_session_is_resumed_where_the_session_stopped(
     tmp_path: Path,
 ) -> None:
