@@ -6,7 +6,9 @@ the failed tests, their assertion messages, and the last traceback in full. It d
 any other log gets its error lines, its last Python traceback and its tail. The result never
 exceeds the budget, and every cut is marked in the text. `parse_pytest_log` exposes the parse
 (failed tests, collection errors, exception types) for phases that must tell a red test run that
-fails "for the right reason" from one that does not even collect.
+fails "for the right reason" from one that does not even collect: each failure block's
+traceback frames (`FailureBlock.frames`, in pytest's long, short or native style), its exception
+line, and the test file it belongs to (`PytestLog.test_file`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ _SUMMARY = re.compile(
 )
 _SHORT = re.compile(r"^(FAILED|ERROR) (\S+)(?: - (.*))?$")
 _LOCATION = re.compile(r"^(\S+?):(\d+): (\w[\w.]*)$")
+_FRAME = re.compile(r"^(\S+?):(\d+):(?: .*)?$")  # long/short: `path:12: `, `path:12: in f`
+_NATIVE_FRAME = re.compile(r'^\s*File "(.+?)", line (\d+)')  # --tb=native
+_NATIVE_EXC = re.compile(r"^(\w[\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b)(?::|$)")
 _EXC_LINE = re.compile(r"^E\s+(\w[\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b|\w+Error)")
 _GENERIC_ERROR = re.compile(
     r"\b(error|errors|failed|failure|fatal|exception|panic|assert\w*|traceback)\b", re.IGNORECASE
@@ -63,7 +68,35 @@ class FailureBlock:
             exc = _EXC_LINE.match(line)
             if exc:
                 return exc.group(1)
+        for line in reversed(self.lines):  # --tb=native: the last line of a Python traceback
+            native = _NATIVE_EXC.match(line)
+            if native:
+                return native.group(1)
         return ""
+
+    @property
+    def exception_message(self) -> str:
+        """`Type: message` as the exception was printed (its first line), or ''."""
+        kind = self.exception_type
+        if not kind:
+            return ""
+        for line in reversed(self.lines):
+            text = line[1:].strip() if line.startswith("E ") else line
+            if text.startswith(f"{kind}:") or text == kind:
+                return text
+        return ""
+
+    @property
+    def frames(self) -> list[tuple[str, int]]:
+        """(file, line) of each traceback frame, outermost first, as pytest printed the file."""
+        found = []
+        for line in self.lines:
+            if _SUBSECTION.match(line):
+                break  # captured output follows the traceback
+            frame = _FRAME.match(line) or _NATIVE_FRAME.match(line)
+            if frame:
+                found.append((frame.group(1), int(frame.group(2))))
+        return found
 
 
 @dataclass
@@ -80,6 +113,22 @@ class PytestLog:
     @property
     def is_pytest(self) -> bool:
         return bool(self.summary or self.blocks or self.short_lines or self.interrupted)
+
+    def node_id(self, block: FailureBlock) -> str:
+        """The node id (`tests/test_x.py::TestX::test_y`) of a FAILURES block, or its title."""
+        for node in self.failed + self.errors:
+            _, _, rest = node.partition("::")
+            if rest and rest.replace("::", ".") == block.title:
+                return node
+        return block.title
+
+    def test_file(self, block: FailureBlock) -> str:
+        """The test file of a FAILURES block (from the short summary, else its first frame)."""
+        node = self.node_id(block)
+        if "::" in node:
+            return node.partition("::")[0]
+        frames = block.frames
+        return frames[0][0] if frames else ""
 
     @property
     def collection_errors(self) -> list[FailureBlock]:
