@@ -2,7 +2,8 @@
 
 Tables and panels come from `render` (rich); `--json` prints the API's views as JSON. Each
 command imports the API when it runs: the API loads the store and the engine, and
-`shipline --help` should not wait for them.
+`shipline --help` should not wait for them. Piped or redirected, output is read by scripts and
+grep: there an error is one line and a table row is never wrapped or cut to the terminal's width.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TextIO
 
 import typer
 from rich.console import Console
@@ -40,8 +41,32 @@ app.add_typer(ticket_app, name="ticket")
 route_app = typer.Typer(help="How tickets are routed to providers.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
 
-console = Console()
-err = Console(stderr=True)
+# Wider than any row shipline prints, so rich never wraps or ellipsizes a cell ("hotf…").
+PIPED_WIDTH = 1_000_000
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return False
+
+
+def _console(stream: TextIO, *, stderr: bool = False) -> Console:
+    """The terminal's rich console; piped, the same tables in one very wide layout.
+
+    Rich sizes a console from COLUMNS or from whichever standard stream is a terminal, so
+    `shipline ticket list | grep` would otherwise wrap and cut cells to the width of the
+    terminal the pipe runs in. The piped layout keeps rich's rows (the same cells, the same
+    separators, one line per row) rather than a second, tab-separated format to maintain.
+    """
+    if _is_tty(stream):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+console = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 # shipline.api.GroupBy, spelled out so that `shipline --help` need not import the API.
 CostBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
@@ -379,7 +404,10 @@ def main() -> None:
     try:
         app()
     except ShiplineError as exc:
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        message = str(exc)
+        if not _is_tty(sys.stderr):  # one line for scripts and logs, whatever its length
+            message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(message)}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
