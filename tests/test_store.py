@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +199,31 @@ def test_foreign_keys_are_enforced_again_after_an_upgrade(tmp_path: Path) -> Non
             )
         )
     store.close()
+
+
+@pytest.mark.postgres
+def test_racing_first_starts_on_postgresql_all_succeed(tmp_path: Path, pg_url: str) -> None:
+    """Six commands open one empty PostgreSQL store at the same moment: one migrates under an
+    advisory lock, the others wait and find it at head. None dies on duplicate-key DDL."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "shipline.toml").write_text(SCRIPTED_TOML, encoding="utf-8")
+    (root / "script.yaml").write_text(yaml.safe_dump({"rules": replay_rules()}), encoding="utf-8")
+    env = {**os.environ, "NO_COLOR": "1"}
+    command = [sys.executable, "-m", "shipline", "--db", pg_url, "ticket", "list", "--json"]
+    procs = [
+        subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=120), p.stdout, p.stderr) for p in procs]
+    for code, out, err in results:
+        assert out is not None and err is not None
+        stderr = err.read().decode()
+        assert code == 0, stderr
+        assert json.loads(out.read().decode()) == []
+    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert current_revision(engine) == SCHEMA_HEAD
+    finally:
+        engine.dispose()

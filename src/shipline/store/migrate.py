@@ -14,6 +14,8 @@ from sqlalchemy import Connection, Engine, inspect, text
 from shipline.errors import StoreError
 
 SCHEMA_HEAD = "0005"
+# The PostgreSQL advisory lock held while migrating ("SHIPLINE" in ASCII, a signed 64-bit key).
+MIGRATION_LOCK = 0x5348_4950_4C49_4E45
 
 
 def alembic_config() -> Any:
@@ -55,6 +57,13 @@ def upgrade(engine: Engine) -> None:
             _foreign_keys(conn, on=False)
         try:
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Racing first starts (several `init`s, workers started at once) would
+                    # each run the DDL and all but one die on duplicate keys. One migrates;
+                    # the others wait here, then find the store at head and do nothing.
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
