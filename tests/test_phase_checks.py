@@ -20,12 +20,14 @@ from shipline.phases.markdown import (
     cited_ids,
     id_definitions,
     is_test_path,
+    parse_changes,
     parse_file_blocks,
     scan_file_blocks,
     sections,
     tables,
 )
 from shipline.phases.split import parse_children
+from shipline.workspaces.edits import plan_writes
 
 FENCE = "```"
 
@@ -602,10 +604,11 @@ def test_replay_validators_pass_through_one_catch_all_rule_at_the_end() -> None:
 
 
 def apply(repo: Path, deliverable: str) -> None:
-    for block in parse_file_blocks(deliverable):
-        target = repo / block.path
+    """Write a deliverable's new files and apply its edits, strictly, as the engine does."""
+    for path, content in plan_writes(repo, parse_changes(deliverable)):
+        target = repo / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(block.content, encoding="utf-8")
+        target.write_text(content, encoding="utf-8")
 
 
 def pytest_in(repo: Path) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from conftest import SCRIPTED_TOML, Project, demo_ticket, git, make_project, replay_rules
-from shipline.demo.sample import write_sample_repo
+from shipline.demo.sample import SAMPLE_FILES, write_sample_repo
 from shipline.judge.failures import wrong_failure
+from shipline.phases.markdown import parse_changes
 from shipline.process import run_command
+from shipline.workspaces.edits import apply_search_replace
 
 # The sample package needs no pytest plugin; not loading those installed here (langsmith…)
 # keeps each judge run under a second.
@@ -173,22 +175,45 @@ def replayed_reply(phase: str, title: str) -> str:
 
 
 def shout_code() -> str:
-    """The demo's recorded greet/cli.py with --shout (the body of its file block)."""
-    return replayed_reply("implement", "shout").split("```python\n", 1)[1].rsplit("```", 1)[0]
+    """The demo's recorded greet/cli.py with --shout: its edit applied to the sample's file."""
+    (edit,) = parse_changes(replayed_reply("implement", "shout")).edits
+    code, problems = apply_search_replace(edit.path, SAMPLE_FILES[edit.path], edit.blocks)
+    assert problems == []
+    return code
+
+
+def with_block(reply: str, search: str, replace: str) -> str:
+    """`reply` (one edit) with one more SEARCH/REPLACE block at its end."""
+    head, tail = reply.rsplit("```", 1)
+    block = f"<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n"
+    return f"{head}{block}```{tail}"
+
+
+def cli_edit(search: str, replace: str) -> str:
+    """An edit of greet/cli.py with one SEARCH/REPLACE block."""
+    return with_block("### Edit: greet/cli.py\n```python\n```\n", search, replace)
 
 
 # --shout works, but main() returns 1 without it: the existing CLI test goes red
-SHOUT_CLI_RETURNS_1 = replayed_reply("implement", "shout").replace(
-    "    return 0\n", "    return 0 if args.shout else 1\n"
+SHOUT_CLI_RETURNS_1 = with_block(
+    replayed_reply("implement", "shout"), "    return 0\n", "    return 0 if args.shout else 1\n"
 )
 assert replayed_reply("implement", "shout") != SHOUT_CLI_RETURNS_1
+# fix-ci on top of it: the right exit code again, or another wrong one
+EXIT_CODE_FIXED = cli_edit("    return 0 if args.shout else 1\n", "    return 0\n")
+EXIT_CODE_STILL_WRONG = cli_edit(
+    "    return 0 if args.shout else 1\n", "    return 0 if args.shout else 2\n"
+)
 
 
 WEAKENED_TEST_THROUGH_A_SYMLINK = """\
-### File: greet/shout_cases.py
+### Edit: greet/shout_cases.py
 ```python
-def test_nothing():
+<<<<<<< SEARCH
+    assert main(["Ada", "--shout"]) == 0
+=======
     assert True
+>>>>>>> REPLACE
 ```
 """
 
@@ -221,7 +246,7 @@ def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: P
             "role": "producer",
             "title": "shout",
             "attempt": 2,
-            "reply": replayed_reply("implement", "shout"),
+            "reply": EXIT_CODE_FIXED,
         },
     ]
     root = tmp_path / "repo"
@@ -277,7 +302,7 @@ def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: P
 def test_fix_ci_has_its_own_attempt_limit_then_hands_off(tmp_path: Path) -> None:
     rules: list[dict[str, Any]] = [
         {"phase": "implement", "role": "producer", "title": "shout", "reply": SHOUT_CLI_RETURNS_1},
-        {"phase": "fix-ci", "role": "producer", "title": "shout", "reply": SHOUT_CLI_RETURNS_1},
+        {"phase": "fix-ci", "role": "producer", "title": "shout", "reply": EXIT_CODE_STILL_WRONG},
     ]
     extra = "\n[phases.fix-ci]\nmax_attempts = 2\n[phases.implement]\nmax_attempts = 5\n"
     project = sample_project(tmp_path / "repo", extra, rules=rules)
@@ -319,31 +344,39 @@ def test_whisper_prints_the_greeting_in_lower_case(capsys):
 """
 
 WHISPER_CODE = '''\
-### File: greet/cli.py
+### Edit: greet/cli.py
 ```python
+<<<<<<< SEARCH
+"""Command line: `python -m greet.cli NAME` prints the greeting for NAME."""
+=======
 """Command line: `python -m greet.cli NAME [--whisper]` prints the greeting for NAME."""
-
-from __future__ import annotations
-
-import argparse
-
-from greet import greet
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greet", description="Print a greeting.")
+>>>>>>> REPLACE
+<<<<<<< SEARCH
+    parser.add_argument("name", help="who to greet")
+=======
     parser.add_argument("name", help="who to greet")
     parser.add_argument("--whisper", action="store_true", help="print it in lower case")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+>>>>>>> REPLACE
+<<<<<<< SEARCH
+    print(greet(args.name))
+=======
     message = greet(args.name)
     print(message.lower() if args.whisper else message)
-    return 0
+>>>>>>> REPLACE
 ```
 '''
+
+# An answer that applies but leaves the merge's conflict in greet/cli.py unresolved.
+README_EDIT = """\
+### Edit: README.md
+```markdown
+<<<<<<< SEARCH
+Prints a greeting.
+=======
+Prints a greeting, loud or quiet.
+>>>>>>> REPLACE
+```
+"""
 
 
 BOTH_FLAGS = '''\
@@ -405,7 +438,7 @@ def test_two_tickets_changing_one_file_the_second_goes_through_fix_ci_and_merges
             "reply": '{"pass": false, "objections": ["say more about R3"]}',
         },
         # fix-ci after the conflict: a first answer that leaves it, then the resolution
-        producer("fix-ci", WHISPER_TESTS, title="shout", attempt=1),
+        producer("fix-ci", README_EDIT, title="shout", attempt=1),
         producer("fix-ci", BOTH_FLAGS, title="shout", attempt=2),
     ]
     project = sample_project(

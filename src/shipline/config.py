@@ -94,6 +94,10 @@ class PhaseSettings(_Strict):
     # applied. "builtin": the built-in agent loop on this phase's tier. Any other value names an
     # external agent, `[agents.NAME]`. See docs/sessions.md.
     session: str = ""
+    # Code phases only: how a one-shot answer changes an existing file. "search-replace":
+    # `### Edit:` SEARCH/REPLACE blocks, a whole-file block only creates; "whole": whole-file
+    # blocks may also replace existing files. See docs/phases.md#edits.
+    edit_format: Literal["search-replace", "whole"] = "search-replace"
 
 
 class ValidatorSettings(_Strict):
@@ -314,6 +318,11 @@ def validate_routes(settings: Settings, source: str) -> None:
             known = ", ".join(sorted(PHASES))
             raise ConfigError(f"{source} [phases.{name}] is not a phase (known: {known})")
     for name, phase_settings in settings.phases.items():
+        if "edit_format" in phase_settings.model_fields_set and name not in SESSION_PHASES:
+            raise ConfigError(
+                f"{source} [phases.{name}] edit_format: only the code phases "
+                f"({', '.join(SESSION_PHASES)}) write files; remove it"
+            )
         session = phase_settings.session
         if not session:
             continue

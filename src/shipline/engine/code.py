@@ -31,9 +31,10 @@ from shipline.config import STATE_DIR, Settings
 from shipline.judge.excerpt import failure_excerpt
 from shipline.judge.failures import tests_command, wrong_failure
 from shipline.judge.runner import Judge, JudgeResult, LocalJudge
-from shipline.phases.markdown import FileBlockError, is_test_path, parse_file_blocks
+from shipline.phases.markdown import FileBlockError, is_test_path, parse_changes
 from shipline.store import models as m
 from shipline.store.db import Store
+from shipline.workspaces.edits import EditError, plan_writes
 from shipline.workspaces.files import apply_file_blocks, changed_locked_files
 from shipline.workspaces.files import lock_files as hash_each
 from shipline.workspaces.git import Git
@@ -45,7 +46,9 @@ CODE_PHASES = ("tests", "implement", "fix-ci")
 DELIVERABLE_DIR = STATE_DIR  # deliverables are committed under .shipline/<ticket id>/
 
 _COMMIT_LINE = re.compile(r"^Commit: ([0-9a-f]{40})$", re.MULTILINE)
-_MARKER = re.compile(r"^(<{7}|>{7})( |$)", re.MULTILINE)
+# A git conflict marker line; `<<<<<<< SEARCH` and `>>>>>>> REPLACE` are edit blocks (in a
+# committed deliverable, or a file about them), not conflicts.
+_MARKER = re.compile(r"^(<{7}|>{7})(?! (?:SEARCH|REPLACE)[ \t]*$)( |$)", re.MULTILINE)
 
 
 @dataclass
@@ -155,15 +158,27 @@ class CodePath:
             git.run("reset", "-q", "--hard", commit)
         else:
             conflicts = self.start(ws, ticket_id, step_id, origin)
-            try:
-                blocks = parse_file_blocks(text)
+            try:  # every edit and path is checked in memory before any file is written
+                writes = plan_writes(
+                    ws.path,
+                    parse_changes(text),
+                    edit_format=self.settings.phase(phase).edit_format,
+                    origin=origin,
+                    conflicted=conflicts,
+                )
                 applied = apply_file_blocks(
                     ws.path,
-                    [(b.path, b.content) for b in blocks],
+                    writes,
                     f"shipline #{ticket_id} {phase}: attempt {number}",
                     commit=origin != "merge",
                     git_timeout_s=git.timeout_s,
                 )
+            except EditError as exc:
+                outcome.objections += [
+                    f"{deliverable} cannot be applied, nothing was written: {problem}"
+                    for problem in exc.problems
+                ]
+                return outcome
             except (FileBlockError, UnsafePathError) as exc:
                 outcome.objections.append(f"{deliverable} cannot be applied: {exc}")
                 return outcome

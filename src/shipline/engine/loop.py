@@ -343,6 +343,7 @@ class AttemptRunner:
                 "deliverable": phase.deliverable,
                 "phase": phase,
                 "session": session,
+                "edit_format": self.settings.phase(phase.name).edit_format,
             },
             self.settings.phase(phase.name).input_token_budget,
         )

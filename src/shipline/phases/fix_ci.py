@@ -1,7 +1,7 @@
 """Fix-CI: repair the implementation (fix.md) after the judge's CI run failed.
 
-Reads the failing CI log excerpt and answers with file blocks, like implement, under the
-same rule: the locked tests are the source of truth and are never edited.
+Reads the failing CI log excerpt and answers with edit and file blocks, like implement, under
+the same rule: the locked tests are the source of truth and are never edited.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ DELIVERABLE = "fix.md"
 
 
 def check(text: str, inputs: Mapping[str, str]) -> list[str]:
-    """≥1 well-formed file block, and none that rewrites a test locked by tests.md."""
+    """≥1 well-formed file or edit block, and none that changes a test locked by tests.md."""
     return code_change_objections(text, inputs, DELIVERABLE)
 
 

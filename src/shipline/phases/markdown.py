@@ -1,7 +1,9 @@
-"""Parse the markdown that phases produce: `## ` sections, R1/D1 ids, tables and file blocks.
+"""Parse the markdown that phases produce: `## ` sections, R1/D1 ids, tables, file and edit
+blocks.
 
 Every function here is pure. The phase checks build their objections from these results;
-the engine uses `parse_file_blocks` to apply a deliverable's files to the ticket's worktree.
+the engine uses `parse_changes` to apply a deliverable's files and edits to the ticket's
+worktree (workspaces/edits.py).
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from pathlib import PurePosixPath
 
 _FENCE = re.compile(r"^\s{0,3}(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _SECTION = re.compile(r"^##\s+(?P<title>.+?)\s*#*\s*$")
-_FILE_HEADING = re.compile(
-    r"^\s{0,3}(?:#{1,6}\s*)?(?:\*\*|__)?File:(?:\*\*|__)?\s*(?P<path>.*?)\s*(?:\*\*|__)?\s*$",
+_BLOCK_HEADING = re.compile(
+    r"^\s{0,3}(?:#{1,6}\s*)?(?:\*\*|__)?(?P<kind>File|Edit):(?:\*\*|__)?\s*"
+    r"(?P<path>.*?)\s*(?:\*\*|__)?\s*$",
     re.IGNORECASE,
 )
+# The three marker lines of a SEARCH/REPLACE block, exactly (trailing spaces aside).
+_SEARCH = re.compile(r"^<{7} SEARCH\s*$")
+_DIVIDER = re.compile(r"^={7}\s*$")
+_REPLACE = re.compile(r"^>{7} REPLACE\s*$")
 
 
 def _norm_title(title: str) -> str:
@@ -252,15 +259,57 @@ class FileBlock:
     content: str
 
 
+@dataclass(frozen=True)
+class SearchReplace:
+    """One SEARCH/REPLACE block of an edit: whole lines to find once, and what replaces them.
+
+    `number` counts the blocks of one file from 1, in the order they are applied. An empty
+    `search` appends `replace` to the end of the file; an empty `replace` deletes the lines.
+    Both keep a trailing newline when they hold any line.
+    """
+
+    number: int
+    search: str
+    replace: str
+
+    @property
+    def first_line(self) -> str:
+        """The first non-blank SEARCH line, trimmed and shortened, to name the block."""
+        line = next((line.strip() for line in self.search.splitlines() if line.strip()), "")
+        return line if len(line) <= 60 else line[:57] + "…"
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    """The SEARCH/REPLACE blocks that a deliverable applies to one existing file, in order."""
+
+    path: str
+    blocks: tuple[SearchReplace, ...]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a code deliverable does to the repository: new files whole, existing ones edited."""
+
+    files: tuple[FileBlock, ...] = ()
+    edits: tuple[FileEdit, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every path written, files first, each once, in document order."""
+        return tuple(dict.fromkeys([f.path for f in self.files] + [e.path for e in self.edits]))
+
+
 class FileBlockError(ValueError):
-    """A deliverable's file blocks cannot be applied safely; the message lists every problem."""
+    """A deliverable's file or edit blocks cannot be applied safely; the message lists every
+    problem."""
 
 
-def _clean_path(raw: str) -> tuple[str, str | None]:
-    """(normalised path, problem or None) for a path written after `### File:`."""
+def _clean_path(raw: str, kind: str = "File") -> tuple[str, str | None]:
+    """(normalised path, problem or None) for a path written after `### File:` or `### Edit:`."""
     path = raw.strip().strip("`'\"").strip()
     if not path:
-        return path, "a '### File:' heading has no path"
+        return path, f"a '### {kind}:' heading has no path"
     if "\\" in path:
         return path, f"file path {path!r} uses backslashes; write forward slashes"
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or path.startswith("~"):
@@ -276,48 +325,160 @@ def _clean_path(raw: str) -> tuple[str, str | None]:
     return normalised, None
 
 
-def scan_file_blocks(text: str) -> tuple[list[FileBlock], list[str]]:
-    """Every `### File: path` heading followed by a fenced block, and every problem found.
+def _split_lines(text: str) -> list[str]:
+    """The lines of `text`, split at LF, CRLF or CR only: a form feed or other Unicode line
+    separator inside a file's content stays in its line (unlike str.splitlines)."""
+    lines = re.split(r"\r\n|\n|\r", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def search_replace_blocks(
+    path: str, body: str, first: int = 1
+) -> tuple[list[SearchReplace], str | None]:
+    """The SEARCH/REPLACE blocks in the body of an `### Edit:` fence, and its problem or None.
+
+    A block is a `<<<<<<< SEARCH` line, the lines to find, a `=======` line, the lines that
+    replace them, and a `>>>>>>> REPLACE` line; markers start their line, with exactly seven
+    characters. Blank lines may separate blocks; any other text outside a block is a problem,
+    and so is a block that is not closed. Parsing stops at the first problem (nothing after
+    it could be read without guessing). Blocks are numbered from `first`.
+    """
+    blocks: list[SearchReplace] = []
+    lines = _split_lines(body)
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        number = first + len(blocks)
+        if not line.strip():
+            index += 1
+            continue
+        if not _SEARCH.match(line):
+            if _DIVIDER.match(line) or _REPLACE.match(line):
+                return blocks, (
+                    f"edit block {number} of {path}: {line.strip()!r} comes before any "
+                    "'<<<<<<< SEARCH' line"
+                )
+            return blocks, (
+                f"the edit of {path} has text outside a SEARCH/REPLACE block: {line.strip()!r} "
+                "(every change sits between '<<<<<<< SEARCH' and '>>>>>>> REPLACE')"
+            )
+        search: list[str] = []
+        index += 1
+        while index < len(lines) and not _DIVIDER.match(lines[index]):
+            if _SEARCH.match(lines[index]) or _REPLACE.match(lines[index]):
+                break
+            search.append(lines[index])
+            index += 1
+        name = block_name(path, SearchReplace(number, _text(search), ""))
+        if index >= len(lines) or not _DIVIDER.match(lines[index]):
+            return blocks, f"{name} has no '=======' line after its SEARCH lines"
+        replace: list[str] = []
+        index += 1
+        while index < len(lines) and not _REPLACE.match(lines[index]):
+            if _SEARCH.match(lines[index]) or _DIVIDER.match(lines[index]):
+                return blocks, (
+                    f"{name} has {lines[index].strip()!r} inside its REPLACE lines: close it "
+                    "with '>>>>>>> REPLACE' first (SEARCH and REPLACE lines cannot hold the "
+                    "marker lines themselves)"
+                )
+            replace.append(lines[index])
+            index += 1
+        if index >= len(lines):
+            return blocks, f"{name} is never closed with '>>>>>>> REPLACE'"
+        blocks.append(SearchReplace(number, _text(search), _text(replace)))
+        index += 1
+    if not blocks:
+        return blocks, (
+            f"'### Edit: {path}' has no SEARCH/REPLACE block: write '<<<<<<< SEARCH', the lines "
+            "to change, '=======', the new lines, '>>>>>>> REPLACE'"
+        )
+    return blocks, None
+
+
+def block_name(path: str, block: SearchReplace) -> str:
+    """How an objection names one SEARCH/REPLACE block, by its file, number and first line:
+    `a.py edit block 2 (SEARCH starting 'if x:')`."""
+    first = block.first_line
+    shown = f"SEARCH starting {first!r}" if first else "empty SEARCH: an append"
+    return f"{path} edit block {block.number} ({shown})"
+
+
+def scan_changes(text: str) -> tuple[Changes, list[str]]:
+    """Every `### File: path` and `### Edit: path` heading followed by a fenced block, and
+    every problem found.
 
     The fence may be backticks or tildes of any length ≥ 3; it closes on a line holding only
-    the same fence character, at least as many times. Content keeps a trailing newline.
+    the same fence character, at least as many times. A file block's content keeps a trailing
+    newline. Several edits of one path are one edit, their blocks in document order; a path
+    may have one file block or edits, not both.
     """
-    blocks: list[FileBlock] = []
+    files: list[FileBlock] = []
+    edits: dict[str, list[SearchReplace]] = {}
     problems: list[str] = []
-    lines = text.splitlines()
+    lines = _split_lines(text)
     index = 0
-    seen: set[str] = set()
     while index < len(lines):
-        heading = _FILE_HEADING.match(lines[index])
+        heading = _BLOCK_HEADING.match(lines[index])
         if not heading:
             fence = _FENCE.match(lines[index])
-            if fence:  # skip a code fence that belongs to no file heading
+            if fence:  # skip a code fence that belongs to no heading
                 index = _fence_end(lines, index, fence.group("fence"))
             index += 1
             continue
-        path, problem = _clean_path(heading.group("path"))
+        kind = heading.group("kind").capitalize()
+        path, problem = _clean_path(heading.group("path"), kind)
         index += 1
         while index < len(lines) and not lines[index].strip():
             index += 1
         fence = _FENCE.match(lines[index]) if index < len(lines) else None
         if fence is None:
-            problems.append(f"'### File: {path}' is not followed by a fenced code block")
+            problems.append(f"'### {kind}: {path}' is not followed by a fenced code block")
             continue
         end = _fence_end(lines, index, fence.group("fence"))
         if end >= len(lines):
             problems.append(f"the code block for {path} is never closed")
         content_lines = lines[index + 1 : end]
-        content = "\n".join(content_lines) + "\n" if content_lines else ""
         index = end + 1
         if problem:
             problems.append(problem)
             continue
-        if path in seen:
-            problems.append(f"{path} has more than one file block")
+        if kind == "File":
+            if any(block.path == path for block in files):
+                problems.append(f"{path} has more than one file block")
+            elif path in edits:
+                problems.append(_both(path))
+            else:
+                files.append(FileBlock(path, _text(content_lines)))
             continue
-        seen.add(path)
-        blocks.append(FileBlock(path, content))
-    return blocks, problems
+        if any(block.path == path for block in files):
+            problems.append(_both(path))
+            continue
+        earlier = edits.setdefault(path, [])
+        blocks, problem = search_replace_blocks(path, "\n".join(content_lines), len(earlier) + 1)
+        earlier.extend(blocks)
+        if problem:
+            problems.append(problem)
+    changes = Changes(
+        tuple(files), tuple(FileEdit(path, tuple(blocks)) for path, blocks in edits.items())
+    )
+    return changes, problems
+
+
+def _both(path: str) -> str:
+    return (
+        f"{path} has both a '### File:' block and a '### Edit:' block: write a new file whole, "
+        "or edit an existing one, not both"
+    )
+
+
+def scan_file_blocks(text: str) -> tuple[list[FileBlock], list[str]]:
+    """The whole-file blocks of `scan_changes`, and every problem it found."""
+    changes, problems = scan_changes(text)
+    return list(changes.files), problems
 
 
 def _fence_end(lines: list[str], start: int, fence: str) -> int:
@@ -329,17 +490,22 @@ def _fence_end(lines: list[str], start: int, fence: str) -> int:
     return len(lines)
 
 
-def parse_file_blocks(text: str) -> list[FileBlock]:
-    """The file blocks of a deliverable, ready to write into a worktree.
+def parse_changes(text: str) -> Changes:
+    """The file and edit blocks of a deliverable, ready to apply to a worktree.
 
     Raises FileBlockError when any block is unsafe or malformed (absolute path, `..`,
-    unclosed fence), so nothing is half-applied. Phase checks report the same problems as
-    objections before the engine gets here.
+    unclosed fence, a SEARCH without its `=======`), so nothing is half-applied. Phase checks
+    report the same problems as objections before the engine gets here.
     """
-    blocks, problems = scan_file_blocks(text)
+    changes, problems = scan_changes(text)
     if problems:
         raise FileBlockError("; ".join(problems))
-    return blocks
+    return changes
+
+
+def parse_file_blocks(text: str) -> list[FileBlock]:
+    """The whole-file blocks of `parse_changes` (FileBlockError on any problem)."""
+    return list(parse_changes(text).files)
 
 
 _TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[^/]*$|[^/]*\.(test|spec)\.[^/]*$)")

@@ -1,4 +1,4 @@
-"""Tests: write the failing tests first (tests.md), as file blocks under tests/.
+"""Tests: write the failing tests first (tests.md), as file or edit blocks under tests/.
 
 Once this phase passes, its test files are locked: implement and fix-ci may not edit them.
 When the route has a spec, every requirement id appears in the tests (a test name such as
@@ -11,29 +11,29 @@ from collections.abc import Mapping
 
 from .base import PhaseSpec
 from .discovery import requirement_ids
-from .markdown import cited_ids, is_test_path, scan_file_blocks
+from .markdown import cited_ids, is_test_path, scan_changes
 
 DELIVERABLE = "tests.md"
 
 
 def locked_test_paths(tests: str) -> set[str]:
-    """The test file paths that tests.md writes; later phases must not modify them."""
-    blocks, _ = scan_file_blocks(tests)
-    return {block.path for block in blocks}
+    """The test file paths that tests.md writes or edits; later phases must not modify them."""
+    changes, _ = scan_changes(tests)
+    return set(changes.paths)
 
 
 def check(text: str, inputs: Mapping[str, str]) -> list[str]:
-    """≥1 well-formed file block, all of them test files; every spec R has a test."""
-    blocks, objections = scan_file_blocks(text)
-    if not blocks and not objections:
+    """≥1 well-formed file or edit block, all of them test files; every spec R has a test."""
+    changes, objections = scan_changes(text)
+    if not changes.paths and not objections:
         objections.append(
             f"{DELIVERABLE} has no file block: write '### File: tests/test_….py' followed by "
-            "a fenced code block"
+            "a fenced code block (or '### Edit: tests/test_….py' to add to an existing one)"
         )
-    for block in blocks:
-        if not is_test_path(block.path):
+    for path in changes.paths:
+        if not is_test_path(path):
             objections.append(
-                f"{DELIVERABLE} writes {block.path}, which is not a test file "
+                f"{DELIVERABLE} writes {path}, which is not a test file "
                 "(put tests under tests/ or name them test_*.py)"
             )
     spec = inputs.get("spec.md")

@@ -1,6 +1,7 @@
-"""Workspaces: git (one way to run it), a git worktree per ticket, safe writes of file blocks
-into it, and the merge queue."""
+"""Workspaces: git (one way to run it), a git worktree per ticket, strict edits and safe writes
+of file blocks into it, and the merge queue."""
 
+from shipline.workspaces.edits import EditError, plan_writes, whole_file_objection
 from shipline.workspaces.files import (
     AppliedFiles,
     apply_file_blocks,
@@ -30,6 +31,7 @@ from shipline.workspaces.worktree import (
 
 __all__ = [
     "AppliedFiles",
+    "EditError",
     "Git",
     "GitTimeout",
     "SetupError",
@@ -48,9 +50,11 @@ __all__ = [
     "hash_files",
     "list_workspaces",
     "lock_files",
+    "plan_writes",
     "prune",
     "prune_plan",
     "read_setup",
     "remove_worktree",
     "resolve_inside",
+    "whole_file_objection",
 ]
