@@ -376,7 +376,10 @@ class CodePath:
         ]
         if not changed:
             return None
-        return f"the {run} changed the locked tests {', '.join(changed)}: CI must not rewrite tests"
+        return (
+            f"the {run} changed what is locked ({', '.join(changed)}): CI must not rewrite the "
+            "tests or their configuration"
+        )
 
     def start(
         self,
