@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,6 +265,85 @@ def test_a_ticket_blocked_by_cancelled_tickets_goes_to_a_human() -> None:
     t = lc.decide_blocked([3, 5])
     assert t.handoff == "depends on #3, #5, cancelled"
     assert t.events == (("handoff", t.handoff),)
+
+
+# --- lifting a ticket's test locks (`shipline tests unlock`) -----------------------------------
+
+HOTFIX_STEPS = (
+    ("diagnose", None),
+    ("tests", None),
+    ("implement", None),
+    ("fix-ci", "ci"),  # inserted after red CI: not part of what runs again
+    ("review", None),
+)
+
+
+def _unlock_facts(
+    status: str,
+    *,
+    held: bool = False,
+    locks: bool = True,
+    steps: tuple[tuple[str, str | None], ...] = HOTFIX_STEPS,
+) -> lc.UnlockFacts:
+    return lc.UnlockFacts(
+        7,
+        status,
+        held,
+        ("tests/test_x.py",) if locks else (),
+        ("tests/test_x.py::test_a", "tests/test_x.py::test_b") if locks else (),
+        16 if locks else 0,
+        steps,
+        3,
+    )
+
+
+def _unlock_refusal(status: str, held: bool, locks: bool, reason: str) -> str | None:
+    if not reason.strip():
+        return "--reason is required"
+    if status in m.FINAL_STATUSES:
+        return f"ticket #7 is {status}: its locks are history now"
+    if not locks:
+        return "ticket #7 has no locked tests to unlock"
+    if held:
+        return "ticket #7's step is held by a live worker"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("status", "held", "locks", "reason"),
+    list(itertools.product(STATUSES, (False, True), (True, False), ("the test is wrong", " "))),
+)
+def test_unlock_is_refused_without_a_reason_locks_or_a_free_step_and_after_the_end(
+    status: TicketStatus, held: bool, locks: bool, reason: str
+) -> None:
+    facts = _unlock_facts(status, held=held, locks=locks)
+    refusal = _unlock_refusal(status, held, locks, reason)
+    if refusal is not None:
+        with pytest.raises(TicketError, match=re.escape(refusal)):
+            lc.decide_unlock(facts, reason)
+        return
+    t = lc.decide_unlock(facts, reason)
+    assert t.ends_in == TicketStatus.QUEUED and t.skip_steps and t.step is None
+    assert t.move == len(HOTFIX_STEPS) - 3  # onto the first appended step
+    assert t.restart == lc.Restart(
+        ("tests", "implement", "review"),
+        "The locked tests were unlocked by a human: the test is wrong",
+    )
+    assert t.events == (
+        (
+            "unlocked",
+            "tests unlocked by a human: the test is wrong. Lifted: tests/test_x.py (2 test "
+            "id(s): tests/test_x.py::test_a, tests/test_x.py::test_b), and 16 test "
+            "configuration lock(s). Runs again: tests → implement → review",
+        ),
+    )
+
+
+def test_a_second_unlock_runs_the_latest_tests_phase_again() -> None:
+    steps = (*HOTFIX_STEPS, ("tests", None), ("implement", None), ("review", None))
+    t = lc.decide_unlock(_unlock_facts(TicketStatus.NEEDS_HUMAN, steps=steps), "still wrong")
+    assert t.restart is not None and t.restart.phases == ("tests", "implement", "review")
+    assert t.move == len(steps) - 3
 
 
 # --- an epic's settlement ----------------------------------------------------------------------

@@ -102,7 +102,8 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
             "SELECT purpose, exit_code FROM judge_runs WHERE ticket_id = ? ORDER BY id",
             ticket_id,
         )
-        assert runs == [("tests", 1), ("judge", 0), ("merge", 0)]
+        # the locked tests run first (green), before the judge and before the merge's judge
+        assert runs == [("tests", 1), ("locked", 0), ("judge", 0), ("locked", 0), ("merge", 0)]
         for (log_path,) in rows(
             project, "SELECT log_path FROM judge_runs WHERE ticket_id = ?", ticket_id
         ):
@@ -286,8 +287,18 @@ def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: P
         "SELECT purpose, exit_code FROM judge_runs WHERE ticket_id = ? ORDER BY id",
         ticket_id,
     )
-    assert [purpose for purpose, _ in runs] == ["tests", "tests", "judge", "judge", "merge"]
-    assert [code for _, code in runs][2:] == [1, 0, 0]
+    # the locked tests run first each time (green here: implement broke another test)
+    assert [purpose for purpose, _ in runs] == [
+        "tests",
+        "tests",
+        "locked",
+        "judge",
+        "locked",
+        "judge",
+        "locked",
+        "merge",
+    ]
+    assert [code for _, code in runs][2:] == [0, 1, 0, 0, 0, 0]
 
     # the merged test file is the one the tests phase locked, and main is green
     locked = rows(project, "SELECT path FROM test_locks WHERE ticket_id = ?", ticket_id)

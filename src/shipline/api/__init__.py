@@ -23,6 +23,7 @@ from shipline.api.commands import (
     run_demo,
     start_worker,
 )
+from shipline.api.locks import Unlocked, unlock_tests
 from shipline.api.reports import cost_report, explain_route, workspaces
 from shipline.api.tickets import deliverable_text, list_tickets, ticket_detail
 from shipline.api.views import (
@@ -73,6 +74,7 @@ __all__ = [
     "RouteExplanation",
     "TicketDetail",
     "TicketSummary",
+    "Unlocked",
     "VerdictView",
     "View",
     "Worker",
@@ -93,5 +95,6 @@ __all__ = [
     "run_demo",
     "start_worker",
     "ticket_detail",
+    "unlock_tests",
     "workspaces",
 ]

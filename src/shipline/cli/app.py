@@ -40,6 +40,8 @@ ticket_app = typer.Typer(help="Add, list and inspect tickets.", no_args_is_help=
 app.add_typer(ticket_app, name="ticket")
 route_app = typer.Typer(help="How tickets are routed to providers.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
+tests_app = typer.Typer(help="The tests a ticket's tests phase locked.", no_args_is_help=True)
+app.add_typer(tests_app, name="tests")
 
 # Wider than any row shipline prints, so rich never wraps or ellipsizes a cell ("hotf…").
 PIPED_WIDTH = 1_000_000
@@ -326,6 +328,29 @@ def cancel(ticket_id: Annotated[int, typer.Argument(help="Ticket id.")]) -> None
 
     ids = api.cancel(_project(), ticket_id)
     console.print("cancelled " + ", ".join(f"#{i}" for i in ids))
+
+
+@tests_app.command("unlock")
+def tests_unlock(
+    ticket_id: Annotated[int, typer.Argument(help="Ticket id.")],
+    reason: Annotated[
+        str, typer.Option(help="Why the locked tests are wrong (recorded in the history).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Lift a ticket's test locks that turned out wrong; its tests phase runs again."""
+    from shipline import api
+
+    done = api.unlock_tests(_project(), ticket_id, reason=reason)
+    if as_json:
+        _print_json(done)
+        return
+    ids = f" ({len(done.test_ids)} test id(s))" if done.test_ids else ""
+    console.print(
+        f"unlocked ticket #{ticket_id}: lifted {', '.join(done.paths) or 'no test file'}{ids} "
+        f"and {done.config} test configuration lock(s); queued to run "
+        f"{' → '.join(done.phases)} again"
+    )
 
 
 @app.command()

@@ -8,20 +8,29 @@ set the first time the step runs), so a retried or resumed attempt never builds 
 one. A coding session commits its own work; the judge checks out that commit.
 
 - tests: the new tests are committed and run; they must fail for the right reason
-  (judge/failures.py).
-- implement / fix-ci: the locked tests must be unchanged on disk. A red judge after implement
-  starts a fix-ci step (with the failure excerpt); a red judge after fix-ci is an objection.
-- after the last phase passes: the merge queue (workspaces/merge.py: squash, rebase, judge
-  again, then fast-forward the target or open a pull request).
+  (judge/failures.py). Then they are locked: each file by its hash, each test by its pytest
+  id from the run's JUnit report (judge/proof.py), and the test configuration that could
+  deselect them by the digest of its relevant part (workspaces/testconfig.py).
+- implement / fix-ci: the locked tests and the locked test configuration must be unchanged on
+  disk (else an objection). Then the locked test files run first, with a JUnit report: every
+  locked id must be there, passed. One that never ran (missing, skipped, xfailed) while the
+  run exits 0 is an objection; a red locked run is red CI, and the whole judge command is not
+  run. Then the judge. A red run after implement starts a fix-ci step (with the failure
+  excerpt); a red run after fix-ci is an objection.
+- after the last phase passes: the merge queue (workspaces/merge.py: squash, rebase, the
+  locked tests and the judge again, then fast-forward the target or open a pull request).
 
-Every judge run's full log is written under `.shipline/logs/`; exit code and duration are
-returned as rows for the `judge_runs` table, committed with the verdict. Without a judge
+Every judge run's full log is written under `.shipline/logs/` (the JUnit report of a tests or
+locked run beside it, `.xml`); exit code and duration are returned as rows for the
+`judge_runs` table, committed with the verdict. The tests and locked runs always run locally
+(`run_judge`): they need the report, which a remote judge cannot give. Without a judge
 command none of this runs, and these phases are judged on their deliverable alone.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +39,8 @@ from typing import Any
 from shipline.config import STATE_DIR, Settings
 from shipline.judge.excerpt import failure_excerpt
 from shipline.judge.failures import tests_command, wrong_failure
-from shipline.judge.runner import Judge, JudgeResult, LocalJudge
+from shipline.judge.proof import ReportError, ids_at_lock, junit_env, prove, read_junit
+from shipline.judge.runner import Judge, JudgeResult, LocalJudge, run_judge
 from shipline.phases.markdown import FileBlockError, is_test_path, parse_changes
 from shipline.store import models as m
 from shipline.store.db import Store
@@ -40,6 +50,13 @@ from shipline.workspaces.files import lock_files as hash_each
 from shipline.workspaces.git import Git
 from shipline.workspaces.merge import MergeQueue
 from shipline.workspaces.pr import PullRequestError
+from shipline.workspaces.testconfig import (
+    ABSENT,
+    changed_config,
+    config_paths,
+    describe,
+    lock_config,
+)
 from shipline.workspaces.worktree import UnsafePathError, Workspace, default_root, ensure_worktree
 
 CODE_PHASES = ("tests", "implement", "fix-ci")
@@ -59,6 +76,8 @@ class CodeOutcome:
     runs: list[dict[str, Any]] = field(default_factory=list)  # judge_runs rows
     events: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
     locks: dict[str, str] | None = None  # tests phase: path → sha256 of the committed tests
+    config_locks: dict[str, str] | None = None  # tests phase: the test configuration's digests
+    locked_ids: dict[str, list[str]] | None = None  # tests phase: test file → its pytest ids
     commit: str | None = None
     merge: dict[str, Any] | None = None  # merges row, once the target was fast-forwarded
     handoff: str | None = None  # the ticket needs a human (merge conflict, red after rebase)
@@ -134,6 +153,8 @@ class CodePath:
         locks: Mapping[str, str],
         origin: str | None = None,
         session: bool = False,
+        config_locks: Mapping[str, str] | None = None,
+        locked_ids: Mapping[str, Sequence[str]] | None = None,
     ) -> CodeOutcome:
         """Put an attempt in the worktree and judge it (see the module doc).
 
@@ -211,7 +232,11 @@ class CodePath:
                 outcome.objections.append(f"{deliverable} wrote no test file")
                 return outcome
             command = tests_command(self.settings.tests_command, paths)
-            result = self._run(ws, command, "tests", context, outcome)
+            log = self._log_path(ticket_id, "tests")
+            report = log.with_suffix(".xml")
+            result = self._run(
+                ws, command, "tests", context, outcome, log_path=log, env=junit_env(report)
+            )
             outcome.objections = wrong_failure(
                 result,
                 self.settings.judge.timeout_s,
@@ -220,23 +245,43 @@ class CodePath:
             )
             if not outcome.objections:
                 self._commit_deliverables(ws, ticket_id, {**earlier, deliverable: text})
-                outcome.locks = hash_each(ws.path, paths)
+                self._lock(ws, paths, report, outcome)
                 outcome.commit = git.head()
             return outcome
+        config = config_locks or {}
+        ids = locked_ids or {}
         changed = changed_locked_files(ws.path, locks)
-        if changed:
+        changed_cfg = changed_config(ws.path, config)
+        if changed or changed_cfg:
             outcome.objections += [
-                f"{deliverable} changes the locked test {path} (on disk): make the tests pass "
-                "without modifying them"
+                f"{deliverable} deletes the locked test {path}: make the tests pass without "
+                "modifying them"
+                if not (ws.path / path).exists()
+                else f"{deliverable} changes the locked test {path} (on disk): make the tests "
+                "pass without modifying them"
                 for path in changed
             ]
+            outcome.objections += [_config_objection(deliverable, path) for path in changed_cfg]
             return outcome
+        locked = self._locked_run(ws, locks, ids, context, outcome, budget)
+        if locked is not None:
+            if rewritten := self._rewritten(ws, locks, config, "locked run"):
+                outcome.objections.append(rewritten)
+                return outcome
+            if locked.objection is not None:
+                outcome.objections.append(locked.objection)
+                return outcome
+            if locked.red is not None:  # fail fast: the whole judge command is not run
+                if phase != "implement":
+                    outcome.objections.append(locked.red)
+                    return outcome
+                outcome.red = locked.red
+                self._commit_deliverables(ws, ticket_id, {deliverable: text})
+                outcome.commit = git.head()
+                return outcome
         result = self._run(ws, self.settings.judge.command, "judge", context, outcome)
-        if changed := changed_locked_files(ws.path, locks):
-            outcome.objections.append(
-                f"the judge run changed the locked tests {', '.join(changed)}: CI must not "
-                "rewrite tests"
-            )
+        if rewritten := self._rewritten(ws, locks, config, "judge run"):
+            outcome.objections.append(rewritten)
         elif not result.ok and phase != "implement":
             outcome.objections.append(self._red(result, budget))
         else:
@@ -249,6 +294,107 @@ class CodePath:
     @staticmethod
     def base_ref(ticket_id: int, step_id: int) -> str:
         return f"refs/shipline/{ticket_id}/base-{step_id}"
+
+    # -- locked tests ------------------------------------------------------------------------
+
+    def restart_tests(self, ticket_id: int, earlier_step: int, new_step: int) -> None:
+        """`shipline tests unlock`: the tests phase's new step starts where the earlier one
+        started (that step's base commit), not on the unlocked tests and the code built on
+        them. Without that base (it never ran here), the new step starts on the worktree."""
+        git = Git(self.repo, None, self.settings.workspaces.git_timeout_s)
+        earlier = self.base_ref(ticket_id, earlier_step)
+        found = git.run("rev-parse", "--verify", "-q", earlier, check=False)
+        if found.returncode == 0:
+            git.run("update-ref", self.base_ref(ticket_id, new_step), found.stdout.strip())
+
+    def _lock(
+        self, ws: Workspace, paths: Sequence[str], report: Path, outcome: CodeOutcome
+    ) -> None:
+        """Lock the tests phase's accepted tests: their files, their pytest ids (from the run's
+        JUnit report: none without one, when the runner is not pytest), and the test
+        configuration that could deselect them."""
+        outcome.locks = hash_each(ws.path, paths)
+        sources = {}
+        for path in paths:
+            if path.endswith(".py"):
+                try:
+                    sources[path] = (ws.path / path).read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    sources[path] = ""
+        try:
+            outcome.locked_ids = ids_at_lock(read_junit(report), sources)
+        except ReportError:
+            outcome.locked_ids = {}
+        listed = self.git(ws.path).run("ls-files", "-z").stdout.split("\0")
+        tracked = [path for path in listed if path]
+        wanted = [path for path in config_paths(paths, tracked) if path not in outcome.locks]
+        outcome.config_locks = lock_config(ws.path, wanted)
+        outcome.events.append(("locked", _lock_summary(outcome)))
+
+    def _locked_run(
+        self,
+        ws: Workspace,
+        locks: Mapping[str, str],
+        locked_ids: Mapping[str, Sequence[str]],
+        context: Mapping[str, Any],
+        outcome: CodeOutcome,
+        budget: int,
+    ) -> LockedRun | None:
+        """Run the locked test files first, with a JUnit report, and prove every locked id
+        passed. None when there is nothing to run apart from the judge: no pytest ids were
+        locked and `[tests] command` cannot select files (no `{files}`)."""
+        proven = {path: ids for path, ids in locked_ids.items() if ids}
+        template = self.settings.tests_command
+        selects = "{files}" in template
+        if proven:
+            files = sorted(proven)
+        elif selects and locks:
+            files = sorted(locks)
+        else:
+            return None
+        command = tests_command(template, files)
+        log = self._log_path(int(context["ticket_id"]), "locked")
+        report = log.with_suffix(".xml")
+        env = junit_env(report, () if selects else files)  # else pytest gets them through env
+        # as a user would run it (the JUnit report aside)
+        shown = command if selects else f"PYTEST_ADDOPTS={shlex.quote(shlex.join(files))} {command}"
+        result = self._run(
+            ws, command, "locked", context, outcome, log_path=log, env=env, shown=shown
+        )
+        unproven, problem = [], None
+        if proven:
+            try:
+                unproven = prove(proven, read_junit(report))
+            except ReportError as exc:
+                problem = str(exc)
+        if result.ok and not unproven and problem is None:
+            return LockedRun()
+        fates = [str(u) for u in unproven] + ([problem] if problem else [])
+        if result.ok and not any(u.ran for u in unproven):
+            return LockedRun(
+                objection=(
+                    f"the locked tests did not all run and pass in `{shown}` (exit 0): "
+                    + "; ".join(fates)
+                    + ". The tests are locked: make them pass with the code, never by "
+                    "deselecting, skipping, ignoring, renaming or removing them"
+                )
+            )
+        return LockedRun(red=self._red(result, budget, fates, shown))
+
+    @staticmethod
+    def _rewritten(
+        ws: Workspace, locks: Mapping[str, str], config: Mapping[str, str], run: str
+    ) -> str | None:
+        """An objection when a run rewrote locked tests or the locked test configuration."""
+        changed = changed_locked_files(ws.path, locks) + [
+            describe(path) for path in changed_config(ws.path, config)
+        ]
+        if not changed:
+            return None
+        return (
+            f"the {run} changed what is locked ({', '.join(changed)}): CI must not rewrite the "
+            "tests or their configuration"
+        )
 
     def start(
         self,
@@ -277,17 +423,37 @@ class CodePath:
         git.run("merge", "-q", "--no-ff", "--no-commit", target, check=False)
         return git.unmerged()
 
-    def _red(self, result: JudgeResult, budget_chars: int) -> str:
+    def _red(
+        self,
+        result: JudgeResult,
+        budget_chars: int,
+        locked: Sequence[str] | None = None,
+        shown: str | None = None,
+    ) -> str:
+        """Red CI, with its failure excerpt. `locked`: the run was the locked tests' (run
+        first), and these are the locked ids that did not pass, each with its fate."""
         status = (
             f"killed after the {self.settings.judge.timeout_s:g} s timeout"
             if result.timed_out
             else f"exit {result.exit_code}"
         )
-        return (
-            f"CI is red: `{result.command}` {status} after {result.duration_s:.1f} s. Fix the "
-            "code so that it passes; the locked tests are right.\n"
-            + failure_excerpt(result.log, budget_chars)
-        )
+        ran = f"`{shown or result.command}` {status} after {result.duration_s:.1f} s"
+        if locked is None:
+            lead = f"CI is red: {ran}. Fix the code so that it passes; the locked tests are right."
+        else:
+            fates = f" Locked tests: {'; '.join(locked)}." if locked else ""
+            lead = (
+                f"CI is red: the locked tests, run first: {ran}.{fates} Fix the code so that "
+                "they pass; the locked tests are right."
+            )
+        return lead + "\n" + failure_excerpt(result.log, budget_chars)
+
+    def _log_path(self, ticket_id: int, purpose: str) -> Path:
+        """The next log file of a ticket's runs: `.shipline/logs/ticket-<id>/<n>-<purpose>.log`."""
+        folder = self.logs / f"ticket-{ticket_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        count = len(list(folder.glob("*.log"))) + 1
+        return folder / f"{count:03d}-{purpose}.log"
 
     def _run(
         self,
@@ -296,21 +462,29 @@ class CodePath:
         purpose: str,
         context: Mapping[str, Any],
         outcome: CodeOutcome,
+        *,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        shown: str | None = None,
     ) -> JudgeResult:
+        """Run a command in the worktree, recorded as a judge run (as `shown`, when what `env`
+        adds must be said too). With `env` (a JUnit report to write) it runs locally; else
+        through the judge."""
         ticket_id = context["ticket_id"]
-        folder = self.logs / f"ticket-{ticket_id}"
-        folder.mkdir(parents=True, exist_ok=True)
-        count = len(list(folder.glob("*.log"))) + 1
-        log_path = folder / f"{count:03d}-{purpose}.log"
+        log_path = log_path or self._log_path(ticket_id, purpose)
         commit = self.git(ws.path).head()
-        result = self.judge.run(command, ws.path, self.settings.judge.timeout_s, log_path)
+        timeout = self.settings.judge.timeout_s
+        if env is None:
+            result = self.judge.run(command, ws.path, timeout, log_path)
+        else:
+            result = run_judge(command, ws.path, timeout, env, log_path=log_path)
         outcome.runs.append(
             {
                 "ticket_id": ticket_id,
                 "step_id": context.get("step_id"),
                 "attempt": context.get("attempt"),
                 "purpose": purpose,
-                "command": command,
+                "command": shown or command,
                 "commit": commit,
                 "exit_code": result.exit_code,
                 "timed_out": result.timed_out,
@@ -323,7 +497,7 @@ class CodePath:
         outcome.events.append(
             (
                 "judge",
-                f"{purpose}: `{command}` {status} in {result.duration_s:.1f} s "
+                f"{purpose}: `{shown or command}` {status} in {result.duration_s:.1f} s "
                 f"on {commit[:10]} (log: {log_path})",
             )
         )
@@ -352,6 +526,8 @@ class CodePath:
         number: int,
         deliverables: Mapping[str, str],
         known_pr: str | None = None,
+        locks: Mapping[str, str] | None = None,
+        locked_ids: Mapping[str, Sequence[str]] | None = None,
     ) -> CodeOutcome:
         """Commit the deliverables on the ticket's branch, then land it through the merge queue
         (`[merge] mode`: fast-forward the target, or push and open one pull request).
@@ -368,10 +544,18 @@ class CodePath:
         context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
         judge = self.settings.judge.command
 
+        budget = self.settings.phase("fix-ci").input_token_budget
+
         def green() -> bool:
+            # after the rebase the locked tests run first too; the target's own changes (a
+            # conftest another ticket merged) are no objection here, so no lock is compared
+            locked = self._locked_run(ws, locks or {}, locked_ids or {}, context, outcome, budget)
+            if locked is not None and not locked.green:
+                outcome.red = locked.objection or locked.red
+                return False
             result = self._run(ws, judge, "merge", context, outcome)
             if not result.ok:
-                outcome.red = self._red(result, self.settings.phase("fix-ci").input_token_budget)
+                outcome.red = self._red(result, budget)
             return result.ok
 
         try:
@@ -440,6 +624,46 @@ class CodePath:
                     body = body[:share] + f"\n… ({len(body) - share} more characters)\n"
                 parts.append(f"### {path} on {side}\n```\n{body.rstrip()}\n```")
         return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class LockedRun:
+    """The locked run's verdict: green, an objection (a locked test never ran while the run
+    exited 0: a dodge), or red CI (with the fate of each locked test that did not pass)."""
+
+    objection: str | None = None
+    red: str | None = None
+
+    @property
+    def green(self) -> bool:
+        return self.objection is None and self.red is None
+
+
+def _config_objection(deliverable: str, path: str) -> str:
+    return (
+        f"{deliverable} changes {describe(path)}: the test configuration is locked with the "
+        "tests (it decides which tests run): leave it as it was and make the tests pass with "
+        "the code"
+    )
+
+
+def _lock_summary(outcome: CodeOutcome) -> str:
+    """The `locked` event: the test files and ids, and the configuration that exists."""
+    tests = outcome.locks or {}
+    ids = outcome.locked_ids or {}
+    count = sum(len(v) for v in ids.values())
+    proof = (
+        f"{count} pytest test id(s), each proven after implement"
+        if ids
+        else ("no pytest report: their runs are judged by exit status")
+    )
+    config = outcome.config_locks or {}
+    present = [describe(path) for path, sha in config.items() if sha != ABSENT]
+    absent = len(config) - len(present)
+    return (
+        f"locked {len(tests)} test file(s): {', '.join(tests)} ({proof}); test configuration: "
+        f"{', '.join(present) or 'none'}, and {absent} path(s) locked as absent"
+    )
 
 
 def session_commit(text: str) -> str | None:

@@ -18,12 +18,13 @@ to done.
     needs-human ──approve──> queued | waiting-children | done;  ──retry──> queued
     waiting-children ──all children done──> done;  ──all ended, some cancelled──> needs-human
     any status but done ──cancel──> cancelled (an epic's unfinished children too)
+    not ended, locks held, no live worker ──tests unlock──> queued (the tests phase again)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -143,12 +144,22 @@ class NewStep:
 
 
 @dataclass(frozen=True, slots=True)
+class Restart:
+    """Steps appended after the ticket's last step, which it moves to: `phases` run again
+    (the first with `note` in its context). The earlier steps stay, with their history."""
+
+    phases: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     step: Close | Reopen | None = None  # the current step
     skip_steps: bool = False  # cancel: open steps are skipped, every lease released
     status: TicketStatus | None = None  # the ticket's new status (None: as it is)
     move: int = 0  # how far the ticket's position moves on
     insert: NewStep | None = None
+    restart: Restart | None = None  # tests unlock: the tests phase and those after it again
     handoff: str | None = None  # the ticket goes to needs-human, for this reason
     events: tuple[EventLine, ...] = ()
     children: bool = False  # create the epic's children from the accepted children.json
@@ -312,6 +323,58 @@ def decide_cancel(facts: TicketFacts) -> Transition:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class UnlockFacts:
+    """What lifting a ticket's test locks depends on."""
+
+    id: int
+    status: str
+    held: bool  # its current step is claimed under a lease that has not expired
+    paths: tuple[str, ...]  # the locked test files
+    test_ids: tuple[str, ...]  # their locked pytest ids
+    config: int  # how many test configuration paths are locked
+    steps: tuple[tuple[str, str | None], ...]  # (phase, origin) of every step, by position
+    position: int
+
+
+def decide_unlock(facts: UnlockFacts, reason: str) -> Transition:
+    """A human says the locked tests are wrong: the locks are lifted (the caller deletes them)
+    and the tests phase runs again from its start, then the phases after it, as new steps."""
+    why = " ".join(reason.split())
+    if not why:
+        raise TicketError("--reason is required: say why the locked tests are wrong")
+    if facts.status in m.FINAL_STATUSES:
+        raise TicketError(f"ticket #{facts.id} is {facts.status}: its locks are history now")
+    if not (facts.paths or facts.test_ids or facts.config):
+        raise TicketError(f"ticket #{facts.id} has no locked tests to unlock")
+    if facts.held:
+        raise TicketError(
+            f"ticket #{facts.id}'s step is held by a live worker: wait until it finishes (or "
+            "stop that worker), then unlock"
+        )
+    tests_at = max((i for i, (phase, _) in enumerate(facts.steps) if phase == "tests"), default=-1)
+    if tests_at < 0:
+        raise TicketError(f"ticket #{facts.id} has no tests phase to run again")
+    again = tuple(phase for phase, origin in facts.steps[tests_at:] if origin is None)
+    ids = (
+        f" ({len(facts.test_ids)} test id(s): {', '.join(facts.test_ids)})"
+        if facts.test_ids
+        else ""
+    )
+    line = (
+        f"tests unlocked by a human: {why}. Lifted: {', '.join(facts.paths) or 'no test file'}"
+        f"{ids}, and {facts.config} test configuration lock(s). Runs again: {' → '.join(again)}"
+    )
+    return Transition(
+        skip_steps=True,
+        status=TicketStatus.QUEUED,
+        move=len(facts.steps) - facts.position,
+        restart=Restart(again, f"The locked tests were unlocked by a human: {why}"),
+        events=(("unlocked", line),),
+        summary=f"tests unlocked → {TicketStatus.QUEUED}",
+    )
+
+
 def decide_blocked(blockers: Sequence[int]) -> Transition:
     """A ticket depends on cancelled tickets, so it can never start: a human decides."""
     reason = "depends on " + ", ".join(f"#{b}" for b in blockers) + ", cancelled"
@@ -385,6 +448,10 @@ def apply(
         )
     if t.insert is not None:
         _insert(conn, target, t.insert, _needs(settings))
+    if t.restart is not None:
+        needs = _needs(settings)
+        attempts = [needs.phase(phase).max_attempts for phase in t.restart.phases]
+        sql.append_steps(conn, tid, t.restart.phases, attempts, t.restart.note)
     if t.children:
         assert text is not None
         _split(conn, tid, text, _needs(settings), now)
@@ -583,3 +650,65 @@ def cancel(store: Store, ticket_id: int) -> list[int]:
             t = decide_blocked([b for b in cancelled if b in blockers])
             apply(conn, Target(dependent), t, now)
         return cancelled
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What `unlock` lifted, and the steps it added (their ids, in order)."""
+
+    paths: tuple[str, ...]
+    test_ids: tuple[str, ...]
+    config: int
+    phases: tuple[str, ...]
+    tests_step: int  # the tests phase's new step
+    earlier_tests_step: int  # the tests step that made the locks
+
+
+def unlock(
+    store: Store,
+    settings: Settings,
+    ticket_id: int,
+    reason: str,
+    restart: Callable[[int, int], None] | None = None,
+) -> Unlocked:
+    """Lift a ticket's test locks (a human says they are wrong): record why, delete the locks,
+    and run the tests phase again, then the phases after it. `restart(earlier_tests_step,
+    new_tests_step)` runs before the commit (the code path starts the new tests step from
+    where the earlier one started); if it fails, nothing is written."""
+    now = m.utcnow()
+    tid = {"tid": ticket_id}
+    with store.transaction() as conn:
+        state = conn.execute(sql.TICKET_STATE_POSITION, tid).one_or_none()
+        if state is None:
+            raise TicketError(f"no ticket #{ticket_id}")
+        steps = conn.execute(sql.TICKET_STEPS, tid).all()
+        paths = tuple(path for path, _ in conn.execute(sql.LOCKS, tid))
+        ids = tuple(test_id for _, test_id in conn.execute(sql.LOCKED_IDS, tid))
+        config = len(conn.execute(sql.CONFIG_LOCKS, tid).all())
+        current = steps[state.position] if state.position < len(steps) else None
+        held = (
+            current is not None
+            and current.status == StepStatus.CLAIMED
+            and current.lease_expires_at is not None
+            and current.lease_expires_at >= now
+        )
+        facts = UnlockFacts(
+            ticket_id,
+            state.status,
+            held,
+            paths,
+            ids,
+            config,
+            tuple((step.phase, step.origin) for step in steps),
+            state.position,
+        )
+        t = decide_unlock(facts, reason)
+        earlier = max(step.id for step in steps if step.phase == "tests")
+        apply(conn, Target(ticket_id, parent_id=state.parent_id), t, now, settings=settings)
+        for statement in (sql.DELETE_LOCKS, sql.DELETE_CONFIG_LOCKS, sql.DELETE_LOCKED_IDS):
+            conn.execute(statement, tid)
+        added = conn.execute(sql.TICKET_STEPS, tid).all()[len(steps) :]
+        assert t.restart is not None and added
+        if restart is not None:
+            restart(earlier, added[0].id)
+    return Unlocked(paths, ids, config, t.restart.phases, added[0].id, earlier)

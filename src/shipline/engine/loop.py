@@ -208,8 +208,7 @@ class AttemptRunner:
 
     def _judge_code(self, claim: Claim, ctx: AttemptContext, text: str) -> CodeOutcome:
         self._emit(claim.ticket_id, "judge", f"{ctx.phase.name} attempt {ctx.number}: judging")
-        with self.store.transaction() as conn:
-            locks = {path: sha for path, sha in conn.execute(sql.LOCKS, {"tid": claim.ticket_id})}
+        locks, config_locks, locked_ids = self._locks(claim.ticket_id)
         return self.code.attempt(
             ticket_id=claim.ticket_id,
             title=ctx.ticket.title,
@@ -222,7 +221,20 @@ class AttemptRunner:
             locks=locks,
             origin=ctx.origin,
             session=self._session(ctx.phase.name),
+            config_locks=config_locks,
+            locked_ids=locked_ids,
         )
+
+    def _locks(self, ticket_id: int) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+        """What the tests phase locked: test files, test configuration, pytest ids per file."""
+        with self.store.transaction() as conn:
+            tid = {"tid": ticket_id}
+            locks = {path: sha for path, sha in conn.execute(sql.LOCKS, tid)}
+            config = {path: sha for path, sha in conn.execute(sql.CONFIG_LOCKS, tid)}
+            ids: dict[str, list[str]] = {}
+            for path, test_id in conn.execute(sql.LOCKED_IDS, tid):
+                ids.setdefault(path, []).append(test_id)
+        return locks, config, ids
 
     def _fix_after_merge(self, claim: Claim, code: CodeOutcome) -> bool:
         """A failed merge goes to fix-ci once (`code.red` then says what to fix), then to a
@@ -239,6 +251,7 @@ class AttemptRunner:
         self, claim: Claim, ctx: AttemptContext, text: str, before: CodeOutcome | None
     ) -> CodeOutcome:
         self._emit(claim.ticket_id, "merge", f"merging into {self.settings.merge.target}")
+        locks, _, locked_ids = self._locks(claim.ticket_id)
         outcome = self.code.merge(
             ticket_id=claim.ticket_id,
             title=ctx.ticket.title,
@@ -246,11 +259,15 @@ class AttemptRunner:
             number=ctx.number,
             deliverables={**self._deliverables(claim), ctx.phase.deliverable: text},
             known_pr=self._known_pr(claim.ticket_id),
+            locks=locks,
+            locked_ids=locked_ids,
         )
         if before is not None:  # a route that ends on a code phase: keep its judge runs too
             outcome.runs[:0] = before.runs
             outcome.events[:0] = before.events
             outcome.locks = before.locks
+            outcome.config_locks = before.config_locks
+            outcome.locked_ids = before.locked_ids
         return outcome
 
     def _known_pr(self, ticket_id: int) -> str | None:
@@ -269,7 +286,24 @@ class AttemptRunner:
             conn.execute(sql.INSERT_JUDGE_RUNS, code.runs)
         # code.events are the first lines of the verdict's transition (engine/lifecycle.py)
         if passed and code.locks is not None:
-            conn.execute(sql.DELETE_LOCKS, {"tid": claim.ticket_id})
+            tid = {"tid": claim.ticket_id}
+            for statement in (sql.DELETE_LOCKS, sql.DELETE_CONFIG_LOCKS, sql.DELETE_LOCKED_IDS):
+                conn.execute(statement, tid)
+            if code.config_locks:
+                conn.execute(
+                    sql.INSERT_CONFIG_LOCKS,
+                    [
+                        {"ticket_id": claim.ticket_id, "path": p, "sha256": d, "created_at": now}
+                        for p, d in code.config_locks.items()
+                    ],
+                )
+            ids = [
+                {"ticket_id": claim.ticket_id, "path": path, "test_id": i, "created_at": now}
+                for path, test_ids in (code.locked_ids or {}).items()
+                for i in test_ids
+            ]
+            if ids:
+                conn.execute(sql.INSERT_LOCKED_IDS, ids)
             if code.locks:
                 conn.execute(
                     sql.INSERT_LOCKS,

@@ -41,6 +41,8 @@ D = _tables["dependencies"]
 C = _tables["calls"]
 E = _tables["events"]
 L = _tables["test_locks"]
+LC = _tables["test_config_locks"]
+LI = _tables["locked_tests"]
 J = _tables["judge_runs"]
 M = _tables["merges"]
 P = _tables["call_payloads"]
@@ -85,10 +87,15 @@ CLAIM = STEP_LEASE.next(
 
 TAKE_STEP = STEP_LEASE.take  # row_id, token, until, now
 
-EARLIER_DELIVERABLES = select(S.c.phase, S.c.deliverable).where(
-    S.c.ticket_id == bindparam("tid"),
-    S.c.position < bindparam("pos"),
-    S.c.deliverable.is_not(None),
+# by position: a phase that ran again (after `tests unlock`) has its latest deliverable last
+EARLIER_DELIVERABLES = (
+    select(S.c.phase, S.c.deliverable)
+    .where(
+        S.c.ticket_id == bindparam("tid"),
+        S.c.position < bindparam("pos"),
+        S.c.deliverable.is_not(None),
+    )
+    .order_by(S.c.position)
 )
 
 ATTEMPTS = (
@@ -172,6 +179,14 @@ CANCEL_TICKET = (  # the handoff reason, if any, stays on record
 )
 STEP_POSITION = select(S.c.position).where(S.c.id == bindparam("sid"))
 TICKET_STATE = select(T.c.status, T.c.parent_id).where(T.c.id == bindparam("tid"))
+TICKET_STATE_POSITION = select(T.c.status, T.c.parent_id, T.c.position).where(
+    T.c.id == bindparam("tid")
+)
+TICKET_STEPS = (
+    select(S.c.id, S.c.phase, S.c.origin, S.c.status, S.c.lease_expires_at)
+    .where(S.c.ticket_id == bindparam("tid"))
+    .order_by(S.c.position)
+)
 CHILDREN = select(T.c.id, T.c.status).where(T.c.parent_id == bindparam("tid")).order_by(T.c.id)
 DEPENDENTS = (  # active tickets that depend on one of `ids`, with that dependency
     select(D.c.ticket_id, D.c.depends_on_id)
@@ -204,14 +219,26 @@ LIVE_CLAIMS = STEP_LEASE.live
 
 # Code phases under a judge (engine/code.py): all accepted deliverables, the locked tests,
 # and the rows their verdicts commit.
-ACCEPTED_DELIVERABLES = select(S.c.phase, S.c.deliverable).where(
-    S.c.ticket_id == bindparam("tid"),
-    S.c.id != bindparam("sid"),
-    S.c.deliverable.is_not(None),
+ACCEPTED_DELIVERABLES = (
+    select(S.c.phase, S.c.deliverable)
+    .where(
+        S.c.ticket_id == bindparam("tid"),
+        S.c.id != bindparam("sid"),
+        S.c.deliverable.is_not(None),
+    )
+    .order_by(S.c.position)
 )
 LOCKS = select(L.c.path, L.c.sha256).where(L.c.ticket_id == bindparam("tid"))
+CONFIG_LOCKS = select(LC.c.path, LC.c.sha256).where(LC.c.ticket_id == bindparam("tid"))
+LOCKED_IDS = (
+    select(LI.c.path, LI.c.test_id).where(LI.c.ticket_id == bindparam("tid")).order_by(LI.c.id)
+)
 DELETE_LOCKS = delete(L).where(L.c.ticket_id == bindparam("tid"))
+DELETE_CONFIG_LOCKS = delete(LC).where(LC.c.ticket_id == bindparam("tid"))
+DELETE_LOCKED_IDS = delete(LI).where(LI.c.ticket_id == bindparam("tid"))
 INSERT_LOCKS = insert(L)
+INSERT_CONFIG_LOCKS = insert(LC)
+INSERT_LOCKED_IDS = insert(LI)
 INSERT_JUDGE_RUNS = insert(J)
 INSERT_MERGE = insert(M)
 KNOWN_PR = select(M.c.url).where(M.c.ticket_id == bindparam("tid"), M.c.url.is_not(None))
@@ -249,6 +276,42 @@ def insert_step(
     route = list(conn.execute(TICKET_ROUTE, {"tid": ticket_id}).scalar_one())
     route.insert(after + 1, phase)
     conn.execute(SET_ROUTE, {"tid": ticket_id, "route": route})
+
+
+def append_steps(
+    conn: Connection,
+    ticket_id: int,
+    phases: Sequence[str],
+    attempts_allowed: Sequence[int],
+    note: str | None,
+) -> None:
+    """Append route steps after a ticket's last one (the first with `note`); the ticket's
+    route says so too. The caller moves the ticket's position onto the first."""
+    route = list(conn.execute(TICKET_ROUTE, {"tid": ticket_id}).scalar_one())
+    count = int(
+        conn.execute(
+            select(func.count()).select_from(S).where(S.c.ticket_id == ticket_id)
+        ).scalar_one()
+    )
+    conn.execute(
+        INSERT_STEP,
+        [
+            {
+                "ticket_id": ticket_id,
+                "position": count + i,
+                "phase": phase,
+                "status": m.PENDING,
+                "attempts_allowed": allowed,
+                "attempts_used": 0,
+                "claims": 0,
+                "note": note if i == 0 else None,
+                "origin": None,
+                "context": None,
+            }
+            for i, (phase, allowed) in enumerate(zip(phases, attempts_allowed, strict=True))
+        ],
+    )
+    conn.execute(SET_ROUTE, {"tid": ticket_id, "route": route + list(phases)})
 
 
 # The key of a call row (see AttemptRunner._recorder) that holds its payload, if kept. It is

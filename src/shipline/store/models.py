@@ -292,6 +292,33 @@ class LockedTest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class LockedTestId(Base):
+    """One test of a locked test file, by its pytest node id: after implement it must be in the
+    locked run's JUnit report, passed (judge/proof.py). A locked id without parameters stands
+    for all its parametrized cases."""
+
+    __tablename__ = "locked_tests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    path: Mapped[str] = mapped_column(String(500))  # the locked test file
+    test_id: Mapped[str] = mapped_column(Text)  # tests/test_x.py::TestC::test_y
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConfigLock(Base):
+    """A file of the test configuration (conftest.py, pyproject.toml's [tool.pytest] …),
+    locked with the tests by the digest of what in it can deselect tests
+    (workspaces/testconfig.py); a path that did not exist is locked as absent."""
+
+    __tablename__ = "test_config_locks"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class JudgeRun(Base):
     """One run of the judge (or of the tests command) in a ticket's worktree; the full log is
     in the file at `log_path`."""
