@@ -146,10 +146,12 @@ def test_ticket_show_json_is_the_detail_view_of_a_ticket_that_ran(
     shown = sqlite_project.show(ticket_id)
 
     assert shown["status"] == "done"
+    assert shown["code_applied"] is False  # no judge: the hotfix's code phases ran as text
     assert list(shown) == list(DETAIL_SHAPE)
     assert all(list(phase) == list(NESTED_SHAPES["PhaseView"]) for phase in shown["phases"])
     attempts = [a for phase in shown["phases"] for a in phase["attempts"]]
     assert attempts and all(list(a) == list(NESTED_SHAPES["AttemptView"]) for a in attempts)
+    assert all(a["state"] in ("passed", "rejected") and a["account"] for a in attempts)
     assert all(list(c) == list(NESTED_SHAPES["CallView"]) for c in shown["calls"])
     # the JSON reads back into the view and writes out unchanged: one shape, both ways
     assert TicketDetail.model_validate(shown).model_dump(mode="json") == shown

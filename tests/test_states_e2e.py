@@ -156,6 +156,7 @@ def commit_on_main(project: Project, withdraw: str, message: str) -> None:
     git(project.root, "commit", "-q", "-am", message)
 
 
+@pytest.mark.slow
 def test_approving_a_code_phase_applies_it_judges_it_and_lands_it_or_refuses(
     tmp_path: Path,
 ) -> None:
@@ -306,9 +307,14 @@ def test_a_red_base_stops_the_ticket_before_its_first_code_attempt(tmp_path: Pat
     assert rows(project, "SELECT context FROM steps WHERE phase = 'fix-ci'") == [(excerpt,)]
 
 
-def test_a_missing_deliverable_is_a_clear_error(tmp_path: Path) -> None:
-    project = ledger_project(tmp_path / "repo", rules=hotfix_rules(), judge=False)
+def test_a_ticket_done_without_a_judge_says_its_code_was_never_applied(tmp_path: Path) -> None:
+    """No [judge] command: the code phases are text only. A retried handoff is announced as
+    what it is, not as a lost worker's attempt. A deliverable not there is a clear error."""
+    rules = hotfix_rules()
+    no_validator = [r for r in rules if not (r["role"] == "validator" and r["phase"] == "*")]
+    project = ledger_project(tmp_path / "repo", rules=no_validator, judge=False)
     ticket_id = add_hotfix(project)
+    # a deliverable the ticket does not have (yet) is a clear error
     err = project.cli("ticket", "show", str(ticket_id), "--deliverable", "ci.log", expect=2)
     assert err.stderr.startswith(f"error: TicketError: ticket #{ticket_id} has no deliverable")
     assert "fix-ci step is handed, and this ticket has none" in err.stderr
@@ -316,14 +322,6 @@ def test_a_missing_deliverable_is_a_clear_error(tmp_path: Path) -> None:
     missing = project.cli("ticket", "show", str(ticket_id), "--deliverable", "tests.md", expect=2)
     assert f"ticket #{ticket_id} has no attempt at tests.md yet" in missing.stderr
 
-
-def test_a_ticket_done_without_a_judge_says_its_code_was_never_applied(tmp_path: Path) -> None:
-    """No [judge] command: the code phases are text only. And a retried handoff is announced
-    as what it is, not as a lost worker's attempt."""
-    rules = hotfix_rules()
-    no_validator = [r for r in rules if not (r["role"] == "validator" and r["phase"] == "*")]
-    project = ledger_project(tmp_path / "repo", rules=no_validator, judge=False)
-    ticket_id = add_hotfix(project)
     project.cli("run")
     detail = project.show(ticket_id)
     assert detail["status"] == "needs-human"  # the validator had no answer for diagnose

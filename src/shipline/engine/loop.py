@@ -221,7 +221,7 @@ class AttemptRunner:
                 then.append("applying it and running the judge")
             if claim.last and self.code.merges(claim.route):
                 then.append(f"landing it on {self.settings.merge.target}")
-            line = f"{head}: approved by a human; " + (" then ".join(then) or "recording it")
+            line = f"{head}: approved by a human; " + (", then ".join(then) or "recording it")
             lost = " (taken over after a lost worker's lease expired)" if claim.resumed else ""
             return line + lost
         if claim.resumed:
@@ -238,7 +238,8 @@ class AttemptRunner:
         """The ticket's first code phase: is its base green? A fit base's run and events are
         committed now; an unfit one is the caller's handoff."""
         target = self.settings.merge.target
-        self._emit(claim.ticket_id, "judge", f"{ctx.phase.name}: preflight of {target}")
+        line = f"{ctx.phase.name}: preflight: is {target} there, and is the judge green on it?"
+        self._emit(claim.ticket_id, "judge", line)
         checked = self.preflight.check(claim.ticket_id, ctx.ticket.title, claim.step_id)
         if checked.handoff is None:
             now = m.utcnow()
