@@ -26,6 +26,7 @@ from shipline.api.commands import (
 from shipline.api.reports import cost_report, explain_route, workspaces
 from shipline.api.tickets import deliverable_text, list_tickets, ticket_detail
 from shipline.api.views import (
+    Approval,
     AttemptView,
     CallView,
     ChildView,
@@ -34,6 +35,7 @@ from shipline.api.views import (
     DemoReport,
     DemoTicket,
     EventView,
+    JudgeRunView,
     MergeView,
     PhaseRoute,
     PhaseView,
@@ -54,6 +56,7 @@ from shipline.engine.worker import Worker
 
 __all__ = [
     "GROUP_BY",
+    "Approval",
     "AttemptView",
     "CallView",
     "ChildView",
@@ -63,6 +66,7 @@ __all__ = [
     "DemoTicket",
     "EventView",
     "GroupBy",
+    "JudgeRunView",
     "MergeView",
     "OnEvent",
     "PhaseRoute",

@@ -239,19 +239,20 @@ def _run_words(run: JudgeRunView) -> str:
 
 
 def attempt_account(human: bool, verdict: VerdictView | None, runs: list[JudgeRunView]) -> str:
-    """Each judge of an attempt in turn: `checks ok · judge red (exit 1, 2.1 s) · validator
-    passed` (pure)."""
+    """Each judge of an attempt in the order they judged it: `checks ok · judge red (exit 1,
+    2.1 s) · validator passed`, the merge's judge last (pure)."""
     parts: list[str] = []
     if not human and verdict is not None:  # a human's approval skips the checks
         objected = not verdict.passed and verdict.source == "checks"
         parts.append(f"checks: {len(verdict.objections)} objection(s)" if objected else "checks ok")
-    parts += [_run_words(run) for run in runs]
+    parts += [_run_words(run) for run in runs if run.purpose != "merge"]
     if verdict is not None and not verdict.passed and verdict.source == "judge":
         parts.append(f"judge: {len(verdict.objections)} objection(s)")
     if verdict is not None and verdict.source == "validator":
         parts.append("validator passed" if verdict.passed else "validator rejected")
     elif verdict is not None and verdict.source == "error":
         parts.append("validator unreadable")
+    parts += [_run_words(run) for run in runs if run.purpose == "merge"]  # the merge is last
     return " · ".join(parts)
 
 

@@ -303,9 +303,7 @@ def approve(
 ) -> None:
     """Accept the waiting phase's deliverable as it stands, or as you edited it.
 
-    With a judge, a code phase (or the last step before the merge) is queued instead: the
-    next worker applies it (your commit on the ticket's branch, --file, or the last attempt),
-    runs the judge and lands the ticket, or refuses it.
+    With a judge, a code phase is queued: a worker applies, judges and lands it, or refuses it.
     """
     from shipline import api
 

@@ -285,7 +285,7 @@ def demo_table(report: DemoReport) -> Table:
             str(row.id),
             row.kind,
             _title(row),
-            styled(row.status),
+            ticket_status(row),
             f"{' → '.join(row.reached) or '-'} ({row.phases_done}/{row.phases_total})",
             str(row.attempts),
             str(row.objections),
