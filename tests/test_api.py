@@ -7,6 +7,8 @@ import ast
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import shipline
 from conftest import Project, demo_ticket
 from shipline.api import TicketDetail
@@ -30,6 +32,7 @@ DETAIL_SHAPE = {
     "cost_text": "string",
     "unknown_price_calls": "integer",
     "handoff_reason": "string|null",
+    "code_applied": "boolean|null",
     "created_at": "date-time",
     "updated_at": "date-time",
     "body": "string",
@@ -37,6 +40,7 @@ DETAIL_SHAPE = {
     "children": "array<ChildView>",
     "depends_on": "array<integer>",
     "merge": "MergeView|null",
+    "last_objections": "array<string>",
     "phases": "array<PhaseView>",
     "calls": "array<CallView>",
     "events": "array<EventView>",
@@ -75,6 +79,18 @@ NESTED_SHAPES = {
         "chars": "integer",
         "created_at": "date-time",
         "verdict": "VerdictView|null",
+        "state": "string",
+        "account": "string",
+        "judge_runs": "array<JudgeRunView>",
+    },
+    "JudgeRunView": {
+        "purpose": "string",
+        "command": "string",
+        "commit": "string|null",
+        "exit_code": "integer",
+        "timed_out": "boolean",
+        "duration_s": "number",
+        "log_path": "string",
     },
     "VerdictView": {"passed": "boolean", "source": "string", "objections": "array<string>"},
     "CallView": {
@@ -132,10 +148,12 @@ def test_ticket_show_json_is_the_detail_view_of_a_ticket_that_ran(
     shown = sqlite_project.show(ticket_id)
 
     assert shown["status"] == "done"
+    assert shown["code_applied"] is False  # no judge: the hotfix's code phases ran as text
     assert list(shown) == list(DETAIL_SHAPE)
     assert all(list(phase) == list(NESTED_SHAPES["PhaseView"]) for phase in shown["phases"])
     attempts = [a for phase in shown["phases"] for a in phase["attempts"]]
     assert attempts and all(list(a) == list(NESTED_SHAPES["AttemptView"]) for a in attempts)
+    assert all(a["state"] in ("passed", "rejected") and a["account"] for a in attempts)
     assert all(list(c) == list(NESTED_SHAPES["CallView"]) for c in shown["calls"])
     # the JSON reads back into the view and writes out unchanged: one shape, both ways
     assert TicketDetail.model_validate(shown).model_dump(mode="json") == shown
@@ -155,3 +173,126 @@ def test_the_cli_reaches_nothing_below_the_api() -> None:
                 reached.update(alias.name for alias in node.names)
     ours = {name for name in reached if name.startswith("shipline.")}
     assert ours <= allowed | {"shipline.__version__", "shipline.cli.render"}, ours - allowed
+
+
+# --- an attempt in words: what became of it, and what each judge said -----------------------
+
+
+def _run(purpose: str, exit_code: int = 0, timed_out: bool = False) -> Any:
+    from shipline.api import JudgeRunView
+
+    return JudgeRunView(
+        purpose=purpose,
+        command="pytest -q",
+        commit="c" * 40,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        duration_s=2.14,
+        log_path="/l.log",
+    )
+
+
+def _verdict(passed: bool, source: str, *objections: str) -> Any:
+    from shipline.api import VerdictView
+
+    return VerdictView(passed=passed, source=source, objections=list(objections))
+
+
+@pytest.mark.parametrize(
+    ("phase", "human", "verdict", "runs", "state", "account"),
+    [
+        ("plan", False, _verdict(True, "validator"), [], "passed", "checks ok · validator passed"),
+        (
+            "plan",
+            False,
+            _verdict(False, "checks", "a", "b"),
+            [],
+            "rejected",
+            "checks: 2 objection(s)",
+        ),
+        (
+            "plan",
+            False,
+            _verdict(False, "error", "x"),
+            [],
+            "rejected",
+            "checks ok · validator unreadable",
+        ),
+        (  # implement standing with red CI is never "passed"
+            "implement",
+            False,
+            _verdict(True, "validator"),
+            [_run("judge", 1)],
+            "accepted with red CI → fix-ci",
+            "checks ok · judge red (exit 1, 2.1 s) · validator passed",
+        ),
+        (
+            "fix-ci",
+            False,
+            _verdict(False, "judge", "CI is red"),
+            [_run("judge", -9, timed_out=True)],
+            "rejected",
+            "checks ok · judge red (killed at the timeout, 2.1 s) · judge: 1 objection(s)",
+        ),
+        (
+            "tests",
+            False,
+            _verdict(True, "checks"),
+            [_run("tests", 1)],
+            "passed",
+            "checks ok · new tests fail (exit 1, 2.1 s)",
+        ),
+        (  # the merge judged last
+            "review",
+            False,
+            _verdict(True, "validator"),
+            [_run("merge")],
+            "passed",
+            "checks ok · validator passed · merge green (exit 0, 2.1 s)",
+        ),
+        (
+            "fix-ci",
+            True,
+            _verdict(True, "human"),
+            [_run("judge"), _run("merge")],
+            "approved by a human",
+            "judge green (exit 0, 2.1 s) · merge green (exit 0, 2.1 s)",
+        ),
+        (
+            "fix-ci",
+            True,
+            _verdict(False, "judge", "markers"),
+            [],
+            "approval refused",
+            "judge: 1 objection(s)",
+        ),
+        ("plan", True, _verdict(True, "human"), [], "approved by a human", ""),
+    ],
+)
+def test_an_attempt_says_what_became_of_it_and_what_each_judge_said(
+    phase: str, human: bool, verdict: Any, runs: list[Any], state: str, account: str
+) -> None:
+    from shipline.api.tickets import attempt_account, attempt_state
+
+    assert attempt_state(phase, human, verdict, runs, "passed", "done") == state
+    assert attempt_account(human, verdict, runs) == account
+
+
+@pytest.mark.parametrize(
+    ("human", "step", "ticket", "state"),
+    [
+        (False, "claimed", "running", "awaiting verdict"),
+        (False, "pending", "needs-human", "no verdict (handed off)"),
+        (False, "pending", "queued", "awaiting verdict"),
+        (True, "pending", "queued", "approved by a human, waiting for a worker"),
+        (True, "claimed", "running", "being applied"),
+        (True, "pending", "needs-human", "no verdict (handed off)"),
+    ],
+)
+def test_an_attempt_without_a_verdict_says_why(
+    human: bool, step: str, ticket: str, state: str
+) -> None:
+    from shipline.api.tickets import attempt_account, attempt_state
+
+    assert attempt_state("fix-ci", human, None, [], step, ticket) == state
+    assert attempt_account(human, None, []) == ""

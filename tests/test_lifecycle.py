@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from shipline.engine import lifecycle as lc
+from shipline.engine.code import WorktreeState
 from shipline.errors import TicketError
 from shipline.store import models as m
 from shipline.store.models import StepOrigin, StepStatus, TicketStatus
@@ -123,7 +124,12 @@ def test_a_red_ci_inserts_fix_ci_with_the_failure_as_its_context() -> None:
     t = lc.decide_verdict(facts, lc.AttemptVerdict(1, source="judge", followup=RED_CI))
     assert t.insert == lc.NewStep("fix-ci", StepOrigin.CI, RED_CI.context)
     assert t.events[-1] == ("fix-ci", "CI is red after implement: fix-ci starts")
-    assert t.summary == "implement passed on attempt 1 → queued"
+    # red CI is never called "passed": not in the history, not in the worker's progress line
+    assert t.summary == "implement accepted with red CI on attempt 1 → fix-ci"
+    assert ("passed", "implement attempt 1: accepted with red CI (judge; the judge is red)") in (
+        t.events
+    )
+    assert not any("passed (" in message or "passed on" in message for _, message in t.events)
 
 
 @pytest.mark.parametrize(
@@ -344,6 +350,157 @@ def test_a_second_unlock_runs_the_latest_tests_phase_again() -> None:
     t = lc.decide_unlock(_unlock_facts(TicketStatus.NEEDS_HUMAN, steps=steps), "still wrong")
     assert t.restart is not None and t.restart.phases == ("tests", "implement", "review")
     assert t.move == len(steps) - 3
+
+
+# --- approving a code phase: a worker applies it, judges it, lands it ------------------------
+
+WT = Path("/w/7")
+SHA = "c0ffee" + "0" * 34
+
+
+def _worktree(
+    *,
+    commit: str | None = None,
+    edited: tuple[str, ...] = (),
+    unmerged: tuple[str, ...] = (),
+    markers: tuple[str, ...] = (),
+) -> WorktreeState:
+    return WorktreeState(WT, "shipline/7-x", "1" * 40, commit, edited, unmerged, markers)
+
+
+def _code_facts(phase: str, *, last: bool, code: bool, merges: bool) -> lc.TicketFacts:
+    return lc.TicketFacts(7, TicketStatus.NEEDS_HUMAN, phase, last, False, code, merges)
+
+
+@pytest.mark.parametrize(
+    ("phase", "last", "code", "merges", "applied"),
+    [
+        # no judge: every phase is accepted as it stands (its code is text only)
+        ("implement", False, False, False, False),
+        ("review", True, False, False, False),
+        # a judge: a code phase is applied by a worker; so is the last step of a merging route
+        ("tests", False, True, True, True),
+        ("implement", False, True, True, True),
+        ("fix-ci", True, True, True, True),
+        ("review", True, False, True, True),
+        ("review", False, False, True, False),
+        ("plan", False, False, True, False),
+    ],
+)
+def test_approve_queues_what_a_worker_must_apply_and_accepts_the_rest(
+    phase: str, last: bool, code: bool, merges: bool, applied: bool
+) -> None:
+    facts = _code_facts(phase, last=last, code=code, merges=merges)
+    assert facts.applied == applied
+    t = lc.decide_approve(facts, _worktree())
+    if not applied:
+        assert t.step == lc.APPROVED and t.move == 1
+        assert t.events[0] == ("approved", f"{phase}: accepted by a human")
+        return
+    # the step waits for a worker: pending, the ticket queued, nothing accepted, not done
+    assert t.step == lc.Close(StepStatus.PENDING)
+    assert t.ends_in == TicketStatus.QUEUED
+    assert (t.move, t.finish, t.children, t.insert) == (0, False, False, None)
+    ((kind, line),) = t.events
+    assert kind == "approved" and line.startswith(f"{phase}: approved by a human; the next worker")
+    assert ("runs the judge" in line) == code
+    assert ("lands the ticket" in line) == (last and merges)
+
+
+@pytest.mark.parametrize(
+    ("worktree", "edited", "refusal"),
+    [
+        # nothing of the human's: the attempt (or the edited text) is applied
+        (None, False, None),
+        (_worktree(), False, None),
+        (_worktree(), True, None),
+        # what the last attempt left unresolved cannot be approved as it stands...
+        (_worktree(unmerged=("ledger/accounts.py",)), False, "unmerged paths ledger/accounts.py"),
+        (_worktree(markers=("ledger/accounts.py",)), False, "conflict markers remain"),
+        # ...but a resolved text given with --file replaces it
+        (_worktree(unmerged=("ledger/accounts.py",)), True, None),
+        # the human's uncommitted changes would be lost: never
+        (_worktree(edited=("a.py",)), False, "uncommitted changes in a.py"),
+        (_worktree(edited=("a.py",)), True, "uncommitted changes in a.py"),
+        # the human's commit is taken, unless it still holds conflict markers
+        (_worktree(commit=SHA), False, None),
+        (_worktree(commit=SHA, markers=("a.py",)), False, "your commit c0ffee0000"),
+        (_worktree(commit=SHA), True, "your commit c0ffee0000, and --file gives another"),
+    ],
+)
+def test_approving_a_code_phase_is_refused_when_the_worktree_says_it_cannot_work(
+    worktree: WorktreeState | None, edited: bool, refusal: str | None
+) -> None:
+    facts = _code_facts("fix-ci", last=True, code=True, merges=True)
+    if refusal is None:
+        t = lc.decide_approve(facts, worktree, edited=edited)
+        assert t.ends_in == TicketStatus.QUEUED and not t.finish
+        if worktree is not None and worktree.commit:
+            assert f"applies your commit {SHA[:10]} on branch shipline/7-x" in t.events[0][1]
+        return
+    with pytest.raises(TicketError, match="approve refused: ") as raised:
+        lc.decide_approve(facts, worktree, edited=edited)
+    assert refusal in str(raised.value)
+    assert str(WT) in str(raised.value)  # where to go
+
+
+@pytest.mark.parametrize(
+    ("worktree", "refused"),
+    [
+        (None, False),
+        (_worktree(), False),
+        (_worktree(unmerged=("a.py",)), False),  # what the last attempt left: retry replaces it
+        (_worktree(commit=SHA), True),
+        (_worktree(edited=("a.py",)), True),
+    ],
+)
+def test_retry_never_discards_what_a_human_left_in_the_worktree(
+    worktree: WorktreeState | None, refused: bool
+) -> None:
+    facts = _code_facts("fix-ci", last=True, code=True, merges=True)
+    if not refused:
+        assert lc.decide_retry(facts, 1, None, worktree).ends_in == TicketStatus.QUEUED
+        return
+    with pytest.raises(TicketError, match=r"retry refused: .* discarding it") as raised:
+        lc.decide_retry(facts, 1, None, worktree)
+    assert "`shipline approve 7` takes a commit" in str(raised.value)
+    assert f"reset --hard {'1' * 12}" in str(raised.value)
+    # a text phase has nothing in a worktree to lose
+    text_facts = _code_facts("plan", last=False, code=False, merges=True)
+    assert lc.decide_retry(text_facts, 1, None, worktree).ends_in == TicketStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("objections", "followup", "last", "ends_in", "kinds"),
+    [
+        ((), None, True, TicketStatus.DONE, ("passed", "done")),
+        ((), None, False, TicketStatus.QUEUED, ("passed",)),
+        ((), MERGE_CONFLICT, True, TicketStatus.QUEUED, ("passed", "fix-ci")),
+        (("CI is red: exit 1",), None, True, TicketStatus.NEEDS_HUMAN, ("refused", "handoff")),
+        (("CI is red: exit 1",), RED_CI, False, TicketStatus.NEEDS_HUMAN, ("refused", "handoff")),
+    ],
+)
+def test_an_applied_approval_stands_when_the_judge_agrees_and_is_refused_when_not(
+    objections: tuple[str, ...],
+    followup: lc.FollowUp | None,
+    last: bool,
+    ends_in: TicketStatus,
+    kinds: tuple[str, ...],
+) -> None:
+    facts = lc.StepFacts("fix-ci", 2, last, False, attempts_used=3, attempts_allowed=3)
+    source = "judge" if objections else "human"
+    verdict = lc.AttemptVerdict(4, objections, source, followup, JUDGED, approved=True)
+    t = lc.decide_verdict(facts, verdict)
+    assert t.ends_in == ends_in
+    assert t.events[: len(JUDGED)] == JUDGED
+    assert tuple(kind for kind, _ in t.events[len(JUDGED) :]) == kinds
+    if objections:  # the attempt never counts, and the step waits for the human again
+        assert t.step == lc.Close(StepStatus.PENDING)
+        assert t.handoff == "fix-ci: the approval is refused (judge): CI is red: exit 1"
+        return
+    assert t.step == lc.APPROVED  # approved, not "passed": a human's word, applied
+    assert t.events[len(JUDGED)] == ("passed", "fix-ci attempt 4: approved by a human and applied")
+    assert t.finish == (last and followup is None)
 
 
 # --- an epic's settlement ----------------------------------------------------------------------

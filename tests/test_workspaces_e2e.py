@@ -95,15 +95,25 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
 
     details = {ticket_id: project.show(ticket_id) for ticket_id in (feature_id, hotfix_id)}
     assert [d["status"] for d in details.values()] == ["done", "done"]
-    # each ticket ran its new tests red, the judge green, and the judge again before merging
+    # each ticket judged its base green (preflight: the feature merged first, so the hotfix
+    # started from another commit), ran its new tests red, the judge green, and the judge again
+    # before merging
     for ticket_id in (feature_id, hotfix_id):
         runs = rows(
             project,
             "SELECT purpose, exit_code FROM judge_runs WHERE ticket_id = ? ORDER BY id",
             ticket_id,
         )
-        # the locked tests run first (green), before the judge and before the merge's judge
-        assert runs == [("tests", 1), ("locked", 0), ("judge", 0), ("locked", 0), ("merge", 0)]
+        # preflight on the base; the locked tests run first (green), before the judge and
+        # before the merge's judge
+        assert runs == [
+            ("preflight", 0),
+            ("tests", 1),
+            ("locked", 0),
+            ("judge", 0),
+            ("locked", 0),
+            ("merge", 0),
+        ]
         for (log_path,) in rows(
             project, "SELECT log_path FROM judge_runs WHERE ticket_id = ?", ticket_id
         ):
@@ -124,11 +134,22 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
         (hotfix_id, "main", log[0].split()[0]),
     ]
     assert_every_commit_is_green(project, tmp_path)
-    # the main checkout was fast-forwarded too, with the code and the deliverables
+    # the main checkout was fast-forwarded too, with the code; the deliverables stay on each
+    # ticket's branch ([merge] include_deliverables is false by default)
     assert "--shout" in (project.root / "greet" / "cli.py").read_text()
     assert "must not be empty" in (project.root / "greet" / "__init__.py").read_text()
-    shipped = project.root / ".shipline" / str(feature_id)
-    assert sorted(p.name for p in shipped.iterdir()) == [
+    on_main = git(project.root, "ls-tree", "-r", "--name-only", "main").split()
+    assert not [path for path in on_main if path.startswith(".shipline/")]
+    assert not (project.root / ".shipline" / str(feature_id)).exists()
+
+    def on_branch(ticket_id: int) -> list[str]:
+        (branch,) = git(
+            project.root, "branch", "--list", "--format=%(refname:short)", f"shipline/{ticket_id}-*"
+        ).split()
+        return git(project.root, "ls-tree", "-r", "--name-only", branch).split()
+
+    shipped = [p for p in on_branch(feature_id) if p.startswith(f".shipline/{feature_id}/")]
+    assert sorted(p.rsplit("/", 1)[1] for p in shipped) == [
         "design.md",
         "implementation.md",
         "plan.md",
@@ -136,7 +157,7 @@ def test_feature_and_hotfix_write_failing_tests_turn_ci_green_and_merge(tmp_path
         "spec.md",
         "tests.md",
     ]
-    assert (project.root / ".shipline" / str(hotfix_id) / "diagnosis.md").is_file()
+    assert f".shipline/{hotfix_id}/diagnosis.md" in on_branch(hotfix_id)
     # every judge run is visible in the ticket's history
     events = [e["message"] for e in details[feature_id]["events"]]
     assert any(e.startswith("tests: `") and "exit 1" in e for e in events)
@@ -289,6 +310,7 @@ def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: P
     )
     # the locked tests run first each time (green here: implement broke another test)
     assert [purpose for purpose, _ in runs] == [
+        "preflight",
         "tests",
         "tests",
         "locked",
@@ -298,7 +320,7 @@ def test_red_ci_goes_through_fix_ci_and_a_locked_test_edit_is_caught(tmp_path: P
         "locked",
         "merge",
     ]
-    assert [code for _, code in runs][2:] == [0, 1, 0, 0, 0, 0]
+    assert [code for _, code in runs][3:] == [0, 1, 0, 0, 0, 0]
 
     # the merged test file is the one the tests phase locked, and main is green
     locked = rows(project, "SELECT path FROM test_locks WHERE ticket_id = ?", ticket_id)
@@ -852,7 +874,8 @@ def test_pr_mode_on_postgresql_pushes_each_branch_and_opens_one_pr_per_ticket(
         assert detail["merge"]["mode"] == "pr"
         assert detail["merge"]["url"].startswith("https://github.com/acme/widgets/pull/")
         shown = project.cli("ticket", "show", str(ticket_id)).stdout
-        assert f"pull request {detail['merge']['url']} at {detail['merge']['commit'][:10]}" in shown
+        url, commit = detail["merge"]["url"], detail["merge"]["commit"]
+        assert f"PR opened: {url} (into main, at {commit[:10]})" in shown
         (event,) = [e["message"] for e in detail["events"] if e["kind"] == "pr"]
         assert event.startswith("pull request https://github.com/acme/widgets/pull/")
         assert " opened: shipline/" in event

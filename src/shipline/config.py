@@ -153,6 +153,9 @@ class MergeSettings(_Strict):
     mode: Literal["merge", "pr"] = "merge"
     target: str = Field(default="main", min_length=1)
     remote: str = "origin"  # pr mode: where the branch is pushed
+    # Deliverables (.shipline/<id>/) stay on the ticket's branch and in the store; true lands
+    # them on the target too.
+    include_deliverables: bool = False
 
 
 class SessionSettings(_Strict):

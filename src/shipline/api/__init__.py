@@ -27,6 +27,7 @@ from shipline.api.locks import Unlocked, unlock_tests
 from shipline.api.reports import cost_report, explain_route, workspaces
 from shipline.api.tickets import deliverable_text, list_tickets, ticket_detail
 from shipline.api.views import (
+    Approval,
     AttemptView,
     CallView,
     ChildView,
@@ -35,6 +36,7 @@ from shipline.api.views import (
     DemoReport,
     DemoTicket,
     EventView,
+    JudgeRunView,
     MergeView,
     PhaseRoute,
     PhaseView,
@@ -55,6 +57,7 @@ from shipline.engine.worker import Worker
 
 __all__ = [
     "GROUP_BY",
+    "Approval",
     "AttemptView",
     "CallView",
     "ChildView",
@@ -64,6 +67,7 @@ __all__ = [
     "DemoTicket",
     "EventView",
     "GroupBy",
+    "JudgeRunView",
     "MergeView",
     "OnEvent",
     "PhaseRoute",

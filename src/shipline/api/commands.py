@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shipline.api.tickets import list_tickets, ticket_detail
-from shipline.api.views import DemoReport, DemoTicket, ProjectSetup, TicketDetail
+from shipline.api.views import Approval, DemoReport, DemoTicket, ProjectSetup, TicketDetail
 from shipline.config import CONFIG_FILE
 from shipline.demo.run import prepare
 from shipline.demo.sample import DEMO_TICKETS
@@ -67,14 +67,25 @@ def start_worker(
     return worker.Worker(project, on_event=on_event)
 
 
-def approve(project: Project, ticket_id: int, text: str | None = None) -> str:
-    """Accept the waiting phase's deliverable (or `text`, the human's edit). The new status."""
-    return lifecycle.approve(project.store, project.settings, ticket_id, text)
+def approve(project: Project, ticket_id: int, text: str | None = None) -> Approval:
+    """Accept the waiting phase's deliverable (or `text`, the human's edit): the new status,
+    and what happens next (a code phase's approval is applied and judged by a worker)."""
+    status, then = lifecycle.approve(
+        project.store, project.settings, ticket_id, text, repo=Path(project.root)
+    )
+    return Approval(ticket_id=ticket_id, status=status, then=then)
 
 
 def retry(project: Project, ticket_id: int, *, note: str | None, attempts: int) -> None:
     """Give the waiting phase `attempts` more tries, with `note` in its context."""
-    lifecycle.retry(project.store, ticket_id, note, attempts)
+    lifecycle.retry(
+        project.store,
+        ticket_id,
+        note,
+        attempts,
+        settings=project.settings,
+        repo=Path(project.root),
+    )
 
 
 def cancel(project: Project, ticket_id: int) -> list[int]:

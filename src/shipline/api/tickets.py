@@ -1,6 +1,8 @@
 """Ticket views from the store: the list, one ticket in full, one deliverable's text.
 
-Read-only: each builder opens one session, reads, and returns views that outlive it.
+Read-only: each builder opens one session, reads, and returns views that outlive it. The
+words a view carries (an attempt's state and account, whether code was applied) are decided
+here, so the CLI, the board and the JSON say the same thing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from shipline.api.views import (
     CallView,
     ChildView,
     EventView,
+    JudgeRunView,
     MergeView,
     PhaseView,
     TicketDetail,
@@ -20,6 +23,8 @@ from shipline.api.views import (
     VerdictView,
 )
 from shipline.costs import bill
+from shipline.engine.code import CODE_PHASES
+from shipline.engine.lifecycle import HUMAN
 from shipline.engine.tickets import current_step, get_ticket
 from shipline.errors import TicketError
 from shipline.phases import get_phase
@@ -27,9 +32,19 @@ from shipline.store import models as m
 from shipline.store.db import Store
 
 
-def ticket_summary(session: Session, ticket: m.Ticket) -> TicketSummary:
+def code_applied(route: list[str], merged: bool) -> bool | None:
+    """Whether a ticket's change reached its target; None for a route without code phases."""
+    return merged if any(phase in CODE_PHASES for phase in route) else None
+
+
+def ticket_summary(session: Session, ticket: m.Ticket, merged: bool | None = None) -> TicketSummary:
+    """One ticket's row; `merged` (whether it has a merges row) is looked up when not given."""
     step = current_step(ticket)
     charges = bill(session, m.Call.ticket_id == ticket.id)
+    if merged is None:
+        merged = (
+            session.scalar(select(m.Merge.id).where(m.Merge.ticket_id == ticket.id)) is not None
+        )
     return TicketSummary(
         id=ticket.id,
         kind=ticket.kind,
@@ -47,6 +62,7 @@ def ticket_summary(session: Session, ticket: m.Ticket) -> TicketSummary:
         cost_text=charges.cost_text,
         unknown_price_calls=charges.unknown_calls,
         handoff_reason=ticket.handoff_reason,
+        code_applied=code_applied(list(ticket.route), merged),
         created_at=ticket.created_at,
         updated_at=ticket.updated_at,
     )
@@ -58,7 +74,8 @@ def list_tickets(store: Store, status: str | None = None) -> list[TicketSummary]
         query = select(m.Ticket).order_by(m.Ticket.id)
         if status:
             query = query.where(m.Ticket.status == status)
-        return [ticket_summary(session, t) for t in session.scalars(query)]
+        merged = set(session.scalars(select(m.Merge.ticket_id)))
+        return [ticket_summary(session, t, t.id in merged) for t in session.scalars(query)]
 
 
 def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:
@@ -78,8 +95,13 @@ def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:
         events = session.scalars(
             select(m.Event).where(m.Event.ticket_id == ticket.id).order_by(m.Event.id)
         ).all()
+        runs: dict[tuple[int | None, int | None], list[JudgeRunView]] = {}
+        for run in session.scalars(
+            select(m.JudgeRun).where(m.JudgeRun.ticket_id == ticket.id).order_by(m.JudgeRun.id)
+        ):
+            runs.setdefault((run.step_id, run.attempt), []).append(_judge_run(run))
         return TicketDetail(
-            **dict(ticket_summary(session, ticket)),
+            **dict(ticket_summary(session, ticket, merge is not None)),
             body=ticket.body,
             route=list(ticket.route),
             children=[
@@ -98,13 +120,29 @@ def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:
                 if merge is not None
                 else None
             ),
-            phases=[_phase(session, step, calls) for step in ticket.steps],
+            last_objections=_last_objections(ticket),
+            phases=[_phase(session, ticket, step, calls, runs) for step in ticket.steps],
             calls=[_call(c) for c in calls],
             events=[EventView(at=e.created_at, kind=e.kind, message=e.message) for e in events],
         )
 
 
-def _phase(session: Session, step: m.Step, calls: list[m.Call]) -> PhaseView:
+def _last_objections(ticket: m.Ticket) -> list[str]:
+    """While a human is asked: the objections of the current phase's last judged attempt."""
+    step = current_step(ticket)
+    if ticket.status != m.NEEDS_HUMAN or step is None:
+        return []
+    judged = [a.verdict for a in step.attempts if a.verdict is not None]
+    return list(judged[-1].objections) if judged and not judged[-1].passed else []
+
+
+def _phase(
+    session: Session,
+    ticket: m.Ticket,
+    step: m.Step,
+    calls: list[m.Call],
+    runs: dict[tuple[int | None, int | None], list[JudgeRunView]],
+) -> PhaseView:
     step_calls = [c for c in calls if c.step_id == step.id]
     charges = bill(session, m.Call.step_id == step.id)
     return PhaseView(
@@ -127,25 +165,106 @@ def _phase(session: Session, step: m.Step, calls: list[m.Call]) -> PhaseView:
         models=sorted({f"{c.provider}/{c.model}" for c in step_calls if c.model}),
         note=step.note,
         origin=step.origin,
-        attempts=[_attempt(a) for a in step.attempts],
+        attempts=[
+            _attempt(ticket, step, a, runs.get((step.id, a.number), [])) for a in step.attempts
+        ],
     )
 
 
-def _attempt(attempt: m.Attempt) -> AttemptView:
-    verdict = attempt.verdict
+def _attempt(
+    ticket: m.Ticket, step: m.Step, attempt: m.Attempt, runs: list[JudgeRunView]
+) -> AttemptView:
+    verdict = (
+        VerdictView(
+            passed=attempt.verdict.passed,
+            source=attempt.verdict.source,
+            objections=list(attempt.verdict.objections),
+        )
+        if attempt.verdict is not None
+        else None
+    )
+    human = attempt.worker == HUMAN
     return AttemptView(
         number=attempt.number,
         worker=attempt.worker,
         truncated=attempt.truncated,
         chars=len(attempt.text),
         created_at=attempt.created_at,
-        verdict=(
-            VerdictView(
-                passed=verdict.passed, source=verdict.source, objections=list(verdict.objections)
-            )
-            if verdict is not None
-            else None
-        ),
+        verdict=verdict,
+        state=attempt_state(step.phase, human, verdict, runs, step.status, ticket.status),
+        account=attempt_account(human, verdict, runs),
+        judge_runs=runs,
+    )
+
+
+def _red_ci(phase: str, verdict: VerdictView | None, runs: list[JudgeRunView]) -> bool:
+    """Implement accepted while the judge was red: it stands, and fix-ci follows."""
+    return (
+        phase == "implement"
+        and verdict is not None
+        and verdict.passed
+        and any(run.purpose == "judge" and not run.green for run in runs)
+    )
+
+
+def attempt_state(
+    phase: str,
+    human: bool,
+    verdict: VerdictView | None,
+    runs: list[JudgeRunView],
+    step_status: str,
+    ticket_status: str,
+) -> str:
+    """What became of an attempt, in words (pure)."""
+    if verdict is None:
+        if step_status == m.CLAIMED:
+            return "being applied" if human else "awaiting verdict"
+        if ticket_status == m.NEEDS_HUMAN or ticket_status in m.FINAL_STATUSES:
+            return "no verdict (handed off)"
+        return "approved by a human, waiting for a worker" if human else "awaiting verdict"
+    if human:
+        return "approved by a human" if verdict.passed else "approval refused"
+    if _red_ci(phase, verdict, runs):
+        return "accepted with red CI → fix-ci"
+    return "passed" if verdict.passed else "rejected"
+
+
+def _run_words(run: JudgeRunView) -> str:
+    status = "killed at the timeout" if run.timed_out else f"exit {run.exit_code}"
+    if run.purpose == "tests":  # the new tests must fail
+        said = "new tests pass" if run.green else "new tests fail"
+    else:
+        said = f"{run.purpose} {'green' if run.green else 'red'}"
+    return f"{said} ({status}, {run.duration_s:.1f} s)"
+
+
+def attempt_account(human: bool, verdict: VerdictView | None, runs: list[JudgeRunView]) -> str:
+    """Each judge of an attempt in the order they judged it: `checks ok · judge red (exit 1,
+    2.1 s) · validator passed`, the merge's judge last (pure)."""
+    parts: list[str] = []
+    if not human and verdict is not None:  # a human's approval skips the checks
+        objected = not verdict.passed and verdict.source == "checks"
+        parts.append(f"checks: {len(verdict.objections)} objection(s)" if objected else "checks ok")
+    parts += [_run_words(run) for run in runs if run.purpose != "merge"]
+    if verdict is not None and not verdict.passed and verdict.source == "judge":
+        parts.append(f"judge: {len(verdict.objections)} objection(s)")
+    if verdict is not None and verdict.source == "validator":
+        parts.append("validator passed" if verdict.passed else "validator rejected")
+    elif verdict is not None and verdict.source == "error":
+        parts.append("validator unreadable")
+    parts += [_run_words(run) for run in runs if run.purpose == "merge"]  # the merge is last
+    return " · ".join(parts)
+
+
+def _judge_run(run: m.JudgeRun) -> JudgeRunView:
+    return JudgeRunView(
+        purpose=run.purpose,
+        command=run.command,
+        commit=run.commit,
+        exit_code=run.exit_code,
+        timed_out=run.timed_out,
+        duration_s=run.duration_s,
+        log_path=run.log_path,
     )
 
 
@@ -167,16 +286,33 @@ def _call(call: m.Call) -> CallView:
     )
 
 
+CI_LOG = "ci.log"  # what the engine handed an inserted step (fix-ci): its excerpt
+
+
 def deliverable_text(store: Store, ticket_id: int, name: str) -> str:
-    """The accepted deliverable `name` (a file name or phase), or the latest attempt at it."""
+    """The accepted deliverable `name` (a file name or phase), or the latest attempt at it;
+    `ci.log`: the failure excerpt the latest inserted fix-ci step was given. A phase that ran
+    twice (fix-ci after red CI, then after a merge) gives its latest."""
     with store.session() as session:
         ticket = get_ticket(session, ticket_id)
-        for step in ticket.steps:
+        if name == CI_LOG:
+            handed = [s.context for s in ticket.steps if s.context is not None]
+            if handed:
+                return handed[-1]
+        for step in reversed(ticket.steps):
             if name in (step.phase, get_phase(step.phase).deliverable):
                 if step.deliverable is not None:
                     return step.deliverable
                 if step.attempts:
                     return step.attempts[-1].text
                 raise TicketError(f"ticket #{ticket_id} has no attempt at {name} yet")
-        names = ", ".join(get_phase(s.phase).deliverable for s in ticket.steps)
-        raise TicketError(f"ticket #{ticket_id} has no deliverable {name!r} (it has: {names})")
+        names = [get_phase(s.phase).deliverable for s in ticket.steps]
+        if any(s.context is not None for s in ticket.steps):
+            names.append(CI_LOG)
+        known = ", ".join(dict.fromkeys(names))
+        why = (
+            " (ci.log is what a fix-ci step is handed, and this ticket has none)"
+            if name == CI_LOG
+            else ""
+        )
+        raise TicketError(f"ticket #{ticket_id} has no deliverable {name!r}{why}; it has: {known}")

@@ -54,6 +54,10 @@ class TicketSummary(View):
     cost_text: str  # `$0.12`, `unknown` or `$0.12 + unknown`
     unknown_price_calls: int
     handoff_reason: str | None
+    # Whether the ticket's change reached its target (merged, or a pull request opened). None:
+    # its route has no code phase. False once done: its code phases ran text-only (no judge),
+    # and nothing was written to the repository: `ticket list` shows "done (text only)".
+    code_applied: bool | None
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -64,6 +68,22 @@ class VerdictView(View):
     objections: list[str]
 
 
+class JudgeRunView(View):
+    """One run of the judge (or the tests command) for an attempt; its full log is a file."""
+
+    purpose: str  # preflight, tests, judge or merge
+    command: str
+    commit: str | None  # the tree judged
+    exit_code: int
+    timed_out: bool
+    duration_s: float
+    log_path: str
+
+    @property
+    def green(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
 class AttemptView(View):
     number: int
     worker: str  # the lease owner, or "human" for `approve`
@@ -71,6 +91,12 @@ class AttemptView(View):
     chars: int
     created_at: Timestamp
     verdict: VerdictView | None  # None: not judged yet
+    # What became of it, in words: passed, accepted with red CI → fix-ci, rejected, approved
+    # by a human, approval refused, awaiting verdict, or no verdict (handed off).
+    state: str
+    # Each judge in turn: `checks ok · judge red (exit 1, 2.1 s) · validator passed`.
+    account: str
+    judge_runs: list[JudgeRunView]
 
 
 class PhaseView(View):
@@ -139,6 +165,9 @@ class TicketDetail(TicketSummary):
     children: list[ChildView]
     depends_on: list[int]
     merge: MergeView | None
+    # The objections of the current phase's last judged attempt, while the ticket waits on a
+    # human after it (the phase used its attempts, or a human's approval was refused).
+    last_objections: list[str]
     phases: list[PhaseView]
     calls: list[CallView]
     events: list[EventView]
@@ -196,6 +225,15 @@ class WorkspaceList(View):
 # ---- commands ------------------------------------------------------------------------------
 
 
+class Approval(View):
+    """`shipline approve`: the ticket's new status; `then`, when a worker applies the approval
+    (a code phase, or the last step of a route that merges), says what it will do."""
+
+    ticket_id: int
+    status: str
+    then: str | None
+
+
 class ProjectSetup(View):
     """`shipline init`: the config file (written now, or kept) and the store it points at."""
 
@@ -221,6 +259,7 @@ class DemoReport(View):
 
 
 __all__ = [
+    "Approval",
     "AttemptView",
     "CallView",
     "ChildView",
@@ -229,6 +268,7 @@ __all__ = [
     "DemoReport",
     "DemoTicket",
     "EventView",
+    "JudgeRunView",
     "MergeView",
     "PhaseRoute",
     "PhaseView",

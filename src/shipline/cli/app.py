@@ -183,7 +183,10 @@ def ticket_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     deliverable: Annotated[
         str | None,
-        typer.Option(help="Print this deliverable's text (e.g. spec.md, or a phase name)."),
+        typer.Option(
+            help="Print this deliverable's text (e.g. spec.md, or a phase name; ci.log: what "
+            "fix-ci was handed)."
+        ),
     ] = None,
 ) -> None:
     """Phases, attempts, verdicts with objections, models, tokens, cost, timings."""
@@ -300,12 +303,19 @@ def approve(
         Path | None, typer.Option(help="Accept this file's text instead (your edited version).")
     ] = None,
 ) -> None:
-    """Accept the waiting phase's deliverable as it stands, or as you edited it."""
+    """Accept the waiting phase's deliverable as it stands, or as you edited it.
+
+    With a judge, a code phase is queued: a worker applies, judges and lands it, or refuses it.
+    """
     from shipline import api
 
     text = api.read_text_file(file) if file else None
-    status = api.approve(_project(), ticket_id, text)
-    console.print(f"approved; ticket #{ticket_id} is now {status}")
+    approval = api.approve(_project(), ticket_id, text)
+    if approval.then is None:
+        console.print(f"approved; ticket #{ticket_id} is now {approval.status}")
+    else:  # a code phase: a worker applies it, runs the judge and lands the ticket
+        line = f"approved; ticket #{ticket_id} is {approval.status}: {approval.then}"
+        console.print(escape(line), highlight=False)
 
 
 @app.command()

@@ -39,6 +39,13 @@ def styled(status: str | None) -> Text:
     return Text(status or "-", style=STATUS_STYLE.get(status or "", ""))
 
 
+def ticket_status(ticket: TicketSummary) -> Text:
+    """The ticket's status; `done (text only)` when its code phases never touched the repo."""
+    if ticket.status == "done" and ticket.code_applied is False:
+        return Text("done (text only)", style="yellow")
+    return styled(ticket.status)
+
+
 def _title(ticket: TicketSummary) -> str:
     return ticket.title if ticket.parent_id is None else f"↳ {ticket.title}"
 
@@ -63,7 +70,7 @@ def ticket_table(rows: list[TicketSummary]) -> Table:
             str(row.id),
             row.kind,
             str(row.lane),
-            styled(row.status),
+            ticket_status(row),
             row.phase or "-",
             f"{row.phases_done}/{row.phases_total}",
             str(row.attempts),
@@ -76,7 +83,7 @@ def ticket_table(rows: list[TicketSummary]) -> Table:
 
 def ticket_panel(detail: TicketDetail) -> Group:
     head = Table.grid(padding=(0, 2))
-    head.add_row("status", styled(detail.status))
+    head.add_row("status", ticket_status(detail))
     head.add_row(
         "kind / lane",
         f"{detail.kind} / lane {detail.lane}" + ("  (sensitive)" if detail.sensitive else ""),
@@ -93,10 +100,26 @@ def ticket_panel(detail: TicketDetail) -> Group:
     head.add_row("tokens / cost", f"{detail.tokens} / {detail.cost_text}")
     merge = detail.merge
     if merge:
-        where = f"pull request {merge.url}" if merge.url else merge.target
-        head.add_row("merged" if not merge.url else "pr", f"{where} at {merge.commit[:10]}")
+        landed = (
+            f"PR opened: {merge.url} (into {merge.target}, at {merge.commit[:10]})"
+            if merge.url
+            else f"merged into {merge.target} at {merge.commit[:10]}"
+        )
+        head.add_row("landed", landed)
+    elif detail.status == "done" and detail.code_applied is False:
+        head.add_row(
+            "code",
+            Text(
+                "not applied: the code phases ran text-only (no [judge] command), so nothing "
+                "was written to the repository",
+                style="yellow",
+            ),
+        )
     if detail.handoff_reason:
         head.add_row("handoff", Text(detail.handoff_reason, style="yellow"))
+    if detail.last_objections:
+        last = "\n".join(f"- {o}" for o in detail.last_objections)
+        head.add_row("last objection", Text(last, style="yellow"))
 
     phases = Table(title="phases", expand=False)
     for column in (
@@ -127,13 +150,15 @@ def ticket_panel(detail: TicketDetail) -> Group:
         for attempt in phase.attempts:
             verdict = attempt.verdict
             if verdict is None:
-                state, style = "awaiting verdict", "cyan"
-            elif verdict.passed:
-                state, style = f"passed ({verdict.source})", "green"
+                style = "cyan"
+            elif "red CI" in attempt.state:
+                style = "yellow"
             else:
-                state, style = f"rejected ({verdict.source})", "red"
+                style = "green" if verdict.passed else "red"
             line = Text(f"{phase.phase} #{attempt.number}: ", style="bold")
-            line.append(state, style=style)
+            line.append(attempt.state, style=style)
+            if attempt.account:
+                line.append(f" — {attempt.account}", style="")
             if attempt.truncated:
                 line.append("  [prompt truncated to budget]", style="dim")
             verdicts.append(line)
@@ -260,7 +285,7 @@ def demo_table(report: DemoReport) -> Table:
             str(row.id),
             row.kind,
             _title(row),
-            styled(row.status),
+            ticket_status(row),
             f"{' → '.join(row.reached) or '-'} ({row.phases_done}/{row.phases_total})",
             str(row.attempts),
             str(row.objections),

@@ -29,6 +29,8 @@ command none of this runs, and these phases are judged on their deliverable alon
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shipline.atomic import write_json_atomic
 from shipline.config import STATE_DIR, Settings
 from shipline.judge.excerpt import failure_excerpt
 from shipline.judge.failures import tests_command, wrong_failure
@@ -155,12 +158,15 @@ class CodePath:
         session: bool = False,
         config_locks: Mapping[str, str] | None = None,
         locked_ids: Mapping[str, Sequence[str]] | None = None,
+        approved: bool = False,
     ) -> CodeOutcome:
         """Put an attempt in the worktree and judge it (see the module doc).
 
         A one-shot attempt's file blocks are applied on the step's base commit; a session's
         attempt was committed by its session (its text names the commit), which is checked out.
         Implement with red CI stands, with `red` set: the engine starts fix-ci after it.
+        `approved`: a human approved these tests as they are, so the tests' right-reason rule
+        does not apply (they are still run, committed and locked).
         """
         ws = self.workspace(ticket_id, title)
         git = self.git(ws.path)
@@ -243,6 +249,8 @@ class CodePath:
                 lambda name: _in_repository(ws.path, name),
                 budget,
             )
+            if approved:  # the human's word stands over the right-reason rule
+                outcome.objections = []
             if not outcome.objections:
                 self._commit_deliverables(ws, ticket_id, {**earlier, deliverable: text})
                 self._lock(ws, paths, report, outcome)
@@ -532,8 +540,11 @@ class CodePath:
         """Commit the deliverables on the ticket's branch, then land it through the merge queue
         (`[merge] mode`: fast-forward the target, or push and open one pull request).
 
-        A conflict or a red judge leaves the target untouched and sets `handoff` (and `red`,
-        what fix-ci gets); so does a pull request that cannot be opened (without `red`).
+        The deliverables (`.shipline/<id>/`) stay on the ticket's branch: unless `[merge]
+        include_deliverables`, they are left out of the commit that lands and committed again
+        on the branch after it. A conflict or a red judge leaves the target untouched and sets
+        `handoff` (and `red`, what fix-ci gets); so does a pull request that cannot be opened
+        (without `red`).
         """
         target = self.settings.merge.target
         ws = self.workspace(ticket_id, title)
@@ -543,6 +554,8 @@ class CodePath:
         self._commit_deliverables(ws, ticket_id, deliverables)
         context = {"ticket_id": ticket_id, "step_id": step_id, "attempt": number}
         judge = self.settings.judge.command
+        include = self.settings.merge.include_deliverables
+        keep_out = () if include else (f"{DELIVERABLE_DIR}/{ticket_id}",)
 
         budget = self.settings.phase("fix-ci").input_token_budget
 
@@ -565,17 +578,22 @@ class CodePath:
                 who=f"ticket #{ticket_id}",
                 judge=green,
                 pr_title=f"shipline #{ticket_id}: {title}",
-                pr_body=lambda commit: _pr_body(ticket_id, title, commit, judge),
+                pr_body=lambda commit: _pr_body(ticket_id, title, commit, judge, include),
                 known_pr=known_pr,
+                keep_out=keep_out,
             )
         except PullRequestError as exc:
             outcome.handoff = f"merge: {exc}"
             return outcome
+        finally:
+            if keep_out:  # back on the branch, on top of what landed (or failed to)
+                self._commit_deliverables(ws, ticket_id, deliverables)
         if landing.commit is None:
             named = ", ".join(landing.conflicts) or landing.detail
             outcome.handoff = (
-                f"merge: rebasing onto {target} conflicts in {named}; resolve it in "
-                f"{ws.path} (branch {ws.branch}), then `shipline retry {ticket_id}`"
+                f"merge: rebasing onto {target} conflicts in {named}. Resolve it in {ws.path} "
+                f"(branch {ws.branch}): merge {target} into it, resolve, commit, then `shipline "
+                f"approve {ticket_id}` (it takes your commit, runs the judge and merges)"
             )
             outcome.conflict = True
             outcome.red = self._conflict_context(git, target, landing.conflicts)
@@ -624,6 +642,90 @@ class CodePath:
                     body = body[:share] + f"\n… ({len(body) - share} more characters)\n"
                 parts.append(f"### {path} on {side}\n```\n{body.rstrip()}\n```")
         return "\n\n".join(parts)
+
+    # -- what a human left in the worktree (approve and retry look before they act) -----------
+
+    def existing(self, ticket_id: int) -> Path | None:
+        """The ticket's worktree if it exists (nothing is created)."""
+        path = self.root / str(ticket_id)
+        return path if (path / ".git").is_file() else None
+
+    def remember(self, ticket_id: int) -> None:
+        """Note how shipline leaves the ticket's worktree (its HEAD, and a fingerprint of its
+        uncommitted changes), so that what a human does there after is told apart."""
+        path = self.existing(ticket_id)
+        if path is None:
+            return
+        git = self.git(path)
+        if not git.ok("rev-parse", "--verify", "-q", "HEAD"):
+            return
+        left = {"head": git.head(), "work": _work_fingerprint(git)}
+        write_json_atomic(_git_dir(git) / LEFT_FILE, left)
+
+    def inspect(self, ticket_id: int) -> WorktreeState | None:
+        """The ticket's worktree as a human may have left it; None when it does not exist."""
+        path = self.existing(ticket_id)
+        if path is None:
+            return None
+        git = self.git(path)
+        head = git.head()
+        branch = git.run("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+        try:
+            left = json.loads((_git_dir(git) / LEFT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            left = {}
+        uncommitted = tuple(
+            line[3:].split(" -> ")[-1]
+            for line in git.run("status", "--porcelain=v1", "--untracked-files=no").stdout.split(
+                "\n"
+            )
+            if line.strip()
+        )
+        edited = bool(uncommitted) and left.get("work") != _work_fingerprint(git)
+        since = git.run("merge-base", "HEAD", self.settings.merge.target, check=False)
+        base = since.stdout.strip() if since.returncode == 0 else "HEAD"
+        changed = git.run("diff", "--name-only", base, check=False).stdout.split()
+        return WorktreeState(
+            path=path,
+            branch=branch,
+            left=left.get("head"),
+            commit=head if left.get("head") not in (None, head) else None,
+            edited=uncommitted if edited else (),
+            unmerged=tuple(git.unmerged()),
+            markers=tuple(_conflict_markers(path, sorted(set(changed)))),
+        )
+
+
+@dataclass(frozen=True)
+class WorktreeState:
+    """What `approve` and `retry` see in a ticket's worktree (engine/lifecycle.py decides)."""
+
+    path: Path
+    branch: str
+    left: str | None = None  # HEAD as shipline last left it (None: never noted)
+    commit: str | None = None  # HEAD, when it moved since shipline last left it: a human's commit
+    edited: tuple[str, ...] = ()  # uncommitted changes that shipline did not leave there
+    unmerged: tuple[str, ...] = ()  # a merge (or rebase) in progress left these conflicted
+    markers: tuple[str, ...] = ()  # files the ticket changed that hold conflict markers
+
+    @property
+    def touched(self) -> bool:
+        """A human committed or edited something since shipline last left the worktree."""
+        return self.commit is not None or bool(self.edited)
+
+
+LEFT_FILE = "shipline-left.json"  # in the worktree's git dir: how shipline last left it
+
+
+def _git_dir(git: Git) -> Path:
+    return Path(git.run("rev-parse", "--absolute-git-dir").stdout.strip())
+
+
+def _work_fingerprint(git: Git) -> str:
+    """A hash of the worktree's uncommitted changes to tracked files (untracked ones aside)."""
+    status = git.run("status", "--porcelain=v1", "--untracked-files=no").stdout
+    diff = git.run("diff", "HEAD", "--binary", check=False).stdout
+    return hashlib.sha256(f"{status}\0{diff}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -686,12 +788,16 @@ def _conflict_markers(worktree: Path, paths: Sequence[str]) -> list[str]:
     return marked
 
 
-def _pr_body(ticket_id: int, title: str, commit: str, judge: str) -> str:
+def _pr_body(ticket_id: int, title: str, commit: str, judge: str, deliverables: bool) -> str:
+    where = (
+        f"under `.shipline/{ticket_id}/` on this branch"
+        if deliverables
+        else f"in shipline's store (`shipline ticket show {ticket_id} --deliverable NAME`)"
+    )
     return (
         f"Ticket #{ticket_id}: {title}\n\n"
-        f"Written by shipline. The deliverables (spec, design, plan, tests, review) are under "
-        f"`.shipline/{ticket_id}/` on this branch. `{judge}` was green on {commit[:10]} after "
-        "rebasing onto the target.\n"
+        f"Written by shipline. The deliverables (spec, design, plan, tests, review) are {where}. "
+        f"`{judge}` was green on {commit[:10]} after rebasing onto the target.\n"
     )
 
 

@@ -16,6 +16,9 @@ to done.
                               ├─last phase passed─> done, or waiting-children (a split)
                               └─attempts used up, or the engine cannot go on─> needs-human
     needs-human ──approve──> queued | waiting-children | done;  ──retry──> queued
+        (approving a code phase under a judge, or the last step of a route that merges,
+         queues the step: a worker applies the approval, judges it and lands the ticket;
+         a red judge or a conflict refuses it ──> needs-human)
     waiting-children ──all children done──> done;  ──all ended, some cancelled──> needs-human
     any status but done ──cancel──> cancelled (an epic's unfinished children too)
     not ended, locks held, no live worker ──tests unlock──> queued (the tests phase again)
@@ -27,12 +30,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from shipline.config import Settings
 from shipline.engine import sql
+from shipline.engine.code import CODE_PHASES, CodePath, WorktreeState
 from shipline.engine.tickets import NewTicket, add_ticket, current_step, get_ticket
 from shipline.engine.verdict import strip_fence
 from shipline.errors import TicketError
@@ -44,6 +49,7 @@ from shipline.store.models import StepOrigin, StepStatus, TicketStatus
 EventLine = tuple[str, str]  # (kind, message): one line of a ticket's history
 
 DONE_EVENT: EventLine = ("done", "all phases accepted")
+HUMAN = "human"  # the worker of an attempt a human approved
 
 
 # --- what goes in ---------------------------------------------------------------------------
@@ -75,6 +81,7 @@ class AttemptVerdict:
     source: str = "checks"  # checks | judge | validator | error
     followup: FollowUp | None = None
     events: tuple[EventLine, ...] = ()  # what the attempt's judge reported, written first
+    approved: bool = False  # a human's approval that a worker applied (objections refuse it)
 
     @property
     def passed(self) -> bool:
@@ -106,10 +113,18 @@ class TicketFacts:
     phase: str | None  # the current step's phase; None past the route's end (a settled epic)
     last: bool
     parent: bool
+    code: bool = False  # the phase changes code under a judge (tests, implement, fix-ci)
+    merges: bool = False  # the route ends in the merge queue (a judge, and code phases)
 
     @property
     def split(self) -> bool:
         return self.phase == "split"
+
+    @property
+    def applied(self) -> bool:
+        """An approval must be applied by a worker (judged, and landed after the last step)
+        rather than recorded as it stands."""
+        return self.code or (self.last and self.merges)
 
 
 # --- what comes out -------------------------------------------------------------------------
@@ -224,23 +239,36 @@ def _advance(
     )
 
 
+def _fix_ci(
+    close: Close, followup: FollowUp, events: Sequence[EventLine], summary: str
+) -> Transition:
+    """An accepted step that leaves work for fix-ci (red CI, a failed merge): fix-ci is next."""
+    return Transition(
+        close,
+        status=TicketStatus.QUEUED,
+        move=1,
+        insert=NewStep("fix-ci", followup.origin, followup.context),
+        events=(*events, ("fix-ci", followup.why)),
+        summary=summary,
+    )
+
+
 def decide_verdict(facts: StepFacts, verdict: AttemptVerdict) -> Transition:
     """A judged attempt: the next phase (or fix-ci), another attempt, or a human's turn."""
+    if verdict.approved:
+        return _decide_applied(facts, verdict)
     name, number, source = facts.phase, verdict.number, verdict.source
     if verdict.passed:
+        followup = verdict.followup
+        if followup is not None and followup.origin == StepOrigin.CI:  # never "passed"
+            line = f"{name} attempt {number}: accepted with red CI ({source}; the judge is red)"
+            summary = f"{name} accepted with red CI on attempt {number} → fix-ci"
+            return _fix_ci(ACCEPTED, followup, (*verdict.events, ("passed", line)), summary)
         events = (*verdict.events, ("passed", f"{name} attempt {number}: passed ({source})"))
         lead = f"{name} passed on attempt {number}"
-        followup = verdict.followup
         if followup is None:
             return _advance(ACCEPTED, facts.last, facts.split, facts.parent, events, lead)
-        return Transition(
-            ACCEPTED,
-            status=TicketStatus.QUEUED,
-            move=1,
-            insert=NewStep("fix-ci", followup.origin, followup.context),
-            events=(*events, ("fix-ci", followup.why)),
-            summary=f"{lead} → {TicketStatus.QUEUED}",
-        )
+        return _fix_ci(ACCEPTED, followup, events, f"{lead}, but {followup.why}")
     objections = verdict.objections
     used = facts.attempts_used + 1
     counted = f"{name} attempt {number}: {len(objections)} objection(s) ({source})"
@@ -261,6 +289,31 @@ def decide_verdict(facts: StepFacts, verdict: AttemptVerdict) -> Transition:
         status=TicketStatus.QUEUED,
         events=(*verdict.events, ("failed", f"{counted}: " + "; ".join(objections))),
         summary=f"{name} attempt {number} rejected: {objections[0]}",
+    )
+
+
+def _decide_applied(facts: StepFacts, verdict: AttemptVerdict) -> Transition:
+    """A human's approval, applied by a worker: it stands when the judge (and the merge)
+    agree; a red judge, a conflict or a locked test changed refuses it, and the human decides
+    again. The attempt never counts."""
+    name, number, source = facts.phase, verdict.number, verdict.source
+    if verdict.passed:
+        line = f"{name} attempt {number}: approved by a human and applied"
+        events = (*verdict.events, ("passed", line))
+        lead = f"{name} approved and applied"
+        if verdict.followup is None:
+            return _advance(APPROVED, facts.last, facts.split, facts.parent, events, lead)
+        return _fix_ci(APPROVED, verdict.followup, events, f"{lead}, but {verdict.followup.why}")
+    reason = f"{name}: the approval is refused ({source}): " + "; ".join(verdict.objections)
+    return Transition(
+        UNJUDGED,
+        handoff=reason,
+        events=(
+            *verdict.events,
+            ("refused", f"{name} attempt {number}: the approval is refused ({source})"),
+            ("handoff", reason),
+        ),
+        summary=f"{name}: the approval is refused → {TicketStatus.NEEDS_HUMAN}",
     )
 
 
@@ -295,16 +348,113 @@ def _waiting_for_human(facts: TicketFacts, what: str) -> str:
     return facts.phase
 
 
-def decide_approve(facts: TicketFacts) -> Transition:
-    """A human accepts the waiting phase's deliverable (as it stands, or as they edited it)."""
+def decide_approve(
+    facts: TicketFacts, worktree: WorktreeState | None = None, *, edited: bool = False
+) -> Transition:
+    """A human accepts the waiting phase's deliverable (as it stands, or as they `edited` it).
+
+    A text phase is accepted as it is. A code phase under a judge, or the last step of a route
+    that merges, is queued instead: a worker applies the approval (the attempt's file blocks,
+    the edited text, or the human's commit on the ticket's branch), runs the judge and lands
+    the ticket. Refused at once, with what to do, when the `worktree` says it cannot work:
+    uncommitted changes of the human's (they would be lost), or unresolved conflicts in what
+    would be approved.
+    """
     phase = _waiting_for_human(facts, "waiting for approval")
-    approved = (("approved", f"{phase}: accepted by a human"),)
-    return _advance(APPROVED, facts.last, facts.split, facts.parent, approved, f"{phase} approved")
+    if not facts.applied:
+        approved = (("approved", f"{phase}: accepted by a human"),)
+        lead = f"{phase} approved"
+        return _advance(APPROVED, facts.last, facts.split, facts.parent, approved, lead)
+    refusal = approval_refusal(facts, worktree, edited=edited)
+    if refusal is not None:
+        raise TicketError(f"approve refused: {refusal}")
+    commit = worktree.commit if worktree is not None else None
+    if facts.code:
+        what = (
+            f"your commit {commit[:10]} on branch {worktree.branch}"
+            if worktree is not None and commit
+            else ("your text" if edited else "the last attempt")
+        )
+        work = f"applies {what} and runs the judge"
+        if facts.last and facts.merges:
+            work = f"applies {what}, runs the judge, then lands the ticket on its target"
+    else:
+        work = "lands the ticket on its target (the judge runs first)"
+        if worktree is not None and commit:
+            work += f", your commit {commit[:10]} included"
+    line = f"{phase}: approved by a human; the next worker {work}"
+    return Transition(
+        UNJUDGED,
+        status=TicketStatus.QUEUED,
+        events=(("approved", line),),
+        summary=f"the next worker (`shipline run` or `work`) {work}",
+    )
 
 
-def decide_retry(facts: TicketFacts, attempts: int, note: str | None) -> Transition:
-    """A human gives the waiting phase more attempts, with a note for its context."""
+def approval_refusal(
+    facts: TicketFacts, worktree: WorktreeState | None, *, edited: bool
+) -> str | None:
+    """Why an approval that a worker would apply cannot work as the worktree stands, with what
+    to do; None when it can."""
+    if worktree is None:
+        return None
+    where = f"the worktree {worktree.path} (branch {worktree.branch})"
+    if worktree.edited:
+        return (
+            f"{where} has uncommitted changes in {', '.join(worktree.edited)}: commit them on "
+            f"the branch (approve then takes your commit), or discard them, and approve again"
+        )
+    if edited:
+        if facts.code and worktree.commit:
+            return (
+                f"{where} has your commit {worktree.commit[:10]}, and --file gives another "
+                "text: approve without --file to take the commit, or reset the branch to the "
+                "commit shipline left, to approve the file"
+            )
+        return None  # the file is applied on the step's base: what the attempt left is replaced
+    whose = (
+        f"your commit {worktree.commit[:10]}"
+        if worktree.commit
+        else "the last attempt, as it was applied there"
+    )
+    if worktree.unmerged:
+        return (
+            f"{where} holds a merge with unmerged paths {', '.join(worktree.unmerged)} "
+            f"({whose}): resolve them, commit on the branch, then approve again (approve "
+            "takes your commit), or approve --file with a resolved version"
+        )
+    if worktree.markers:
+        return (
+            f"conflict markers remain in {', '.join(worktree.markers)} ({whose}, in {where}): "
+            "resolve them, commit on the branch, then approve again (approve takes your "
+            "commit), or approve --file with a resolved version"
+        )
+    return None
+
+
+def decide_retry(
+    facts: TicketFacts, attempts: int, note: str | None, worktree: WorktreeState | None = None
+) -> Transition:
+    """A human gives the waiting phase more attempts, with a note for its context. Refused
+    when the human's own work in the ticket's worktree would be discarded by it."""
     phase = _waiting_for_human(facts, "to retry")
+    if facts.applied and worktree is not None and worktree.touched:
+        theirs = (
+            f"your commit {worktree.commit[:10]}"
+            if worktree.commit
+            else f"your uncommitted changes in {', '.join(worktree.edited)}"
+        )
+        raise TicketError(
+            f"retry refused: the worktree {worktree.path} (branch {worktree.branch}) has "
+            f"{theirs}, and a retry starts {phase} over from its base, discarding it. "
+            f"`shipline approve {facts.id}` takes a commit (commit your changes first); to "
+            "retry anyway, reset the branch to the commit shipline left"
+            + (
+                f" (`git -C {worktree.path} reset --hard {worktree.left[:12]}`)"
+                if worktree.left
+                else ""
+            )
+        )
     line = f"{phase}: {attempts} more attempt(s)" + (f", note: {note}" if note else "")
     return Transition(
         Reopen(attempts, note or None), status=TicketStatus.QUEUED, events=(("retry", line),)
@@ -532,31 +682,67 @@ def create_children(session: Session, epic: m.Ticket, text: str, settings: Setti
 # --- the human's moves ------------------------------------------------------------------------
 
 
-def _ticket_facts(ticket: m.Ticket) -> TicketFacts:
+def _ticket_facts(ticket: m.Ticket, settings: Settings | None = None) -> TicketFacts:
     step = current_step(ticket)
+    judged = settings is not None and bool(settings.judge.command.strip())
     return TicketFacts(
         id=ticket.id,
         status=ticket.status,
         phase=step.phase if step is not None else None,
         last=ticket.position == len(ticket.steps) - 1,
         parent=ticket.parent_id is not None,
+        code=judged and step is not None and step.phase in CODE_PHASES,
+        merges=judged and any(phase in CODE_PHASES for phase in ticket.route),
     )
 
 
-def approve(store: Store, settings: Settings, ticket_id: int, text: str | None = None) -> str:
-    """Accept the current phase's deliverable as it stands (or as the human edited it).
-    Returns the ticket's status after it."""
+def _worktree(
+    store: Store, settings: Settings, repo: Path | None, ticket_id: int
+) -> WorktreeState | None:
+    """The ticket's worktree as a human may have left it (read before the transaction)."""
+    if repo is None:
+        return None
+    code = CodePath(settings, repo, store)
+    return code.inspect(ticket_id) if code.enabled else None
+
+
+def approved_commit(worktree: WorktreeState) -> str:
+    """The approval of a human's commit, as the code path reads it (engine/code.py)."""
+    assert worktree.commit is not None
+    return (
+        f"A human's change, approved with `shipline approve`: the commit below, on branch "
+        f"{worktree.branch}.\n\nCommit: {worktree.commit}\n"
+    )
+
+
+def approve(
+    store: Store,
+    settings: Settings,
+    ticket_id: int,
+    text: str | None = None,
+    *,
+    repo: Path | None = None,
+) -> tuple[str, str | None]:
+    """Accept the current phase's deliverable as it stands (or as the human edited it), or,
+    when a worker must apply it (decide_approve), queue it for one. `repo`: the project's
+    repository, whose ticket worktree is looked at first. Returns the ticket's status after
+    it, and, when a worker applies the approval, what it will do."""
+    worktree = _worktree(store, settings, repo, ticket_id)
     with store.transaction() as conn:
         with store.orm(conn) as session:  # read only, and closed before the writes
             ticket = get_ticket(session, ticket_id)
-            t = decide_approve(_ticket_facts(ticket))
+            facts = _ticket_facts(ticket, settings)
+            t = decide_approve(facts, worktree, edited=text is not None)
             step = current_step(ticket)
             assert step is not None
+            if text is None and facts.code and worktree is not None and worktree.commit:
+                text = approved_commit(worktree)
             if text is None:
                 if not step.attempts:
+                    hint = "commit your change in its worktree, or " if facts.code else ""
                     raise TicketError(
                         f"nothing to approve: phase {step.phase} of #{ticket_id} has no attempt; "
-                        "use `shipline retry` or `shipline approve --file`"
+                        f"{hint}use `shipline retry` or `shipline approve --file`"
                     )
                 text = step.attempts[-1].text
             phase = get_phase(step.phase)
@@ -581,35 +767,46 @@ def approve(store: Store, settings: Settings, ticket_id: int, text: str | None =
                 "number": number,
                 "text": text,
                 "prompt": [],
-                "worker": "human",
+                "worker": HUMAN,
                 "truncated": False,
                 "created_at": now,
             },
         ).inserted_primary_key
         assert inserted is not None
-        conn.execute(
-            sql.INSERT_VERDICT,
-            {
-                "attempt_id": inserted[0],
-                "passed": True,
-                "source": "human",
-                "objections": [],
-                "created_at": now,
-            },
-        )
+        if not facts.applied:  # else the worker that applies it gives its verdict
+            conn.execute(
+                sql.INSERT_VERDICT,
+                {
+                    "attempt_id": inserted[0],
+                    "passed": True,
+                    "source": "human",
+                    "objections": [],
+                    "created_at": now,
+                },
+            )
         apply(conn, target, t, now, text=text, settings=settings)
     assert t.ends_in is not None
-    return t.ends_in
+    return t.ends_in, (t.summary if facts.applied else None)
 
 
-def retry(store: Store, ticket_id: int, note: str | None, attempts: int) -> None:
-    """Give the current phase `attempts` more tries, with the human's note in its context."""
+def retry(
+    store: Store,
+    ticket_id: int,
+    note: str | None,
+    attempts: int,
+    *,
+    settings: Settings | None = None,
+    repo: Path | None = None,
+) -> None:
+    """Give the current phase `attempts` more tries, with the human's note in its context.
+    With `settings` and `repo`, the ticket's worktree is looked at first (decide_retry)."""
     if attempts < 1:
         raise TicketError(f"--attempts must be >= 1 (got {attempts})")
+    worktree = _worktree(store, settings, repo, ticket_id) if settings is not None else None
     with store.transaction() as conn:
         with store.orm(conn) as session:
             ticket = get_ticket(session, ticket_id)
-            t = decide_retry(_ticket_facts(ticket), attempts, note)
+            t = decide_retry(_ticket_facts(ticket, settings), attempts, note, worktree)
             step = current_step(ticket)
             assert step is not None
             target = Target(ticket_id, step.id)

@@ -7,6 +7,11 @@ by the lease, so a worker killed at any point leaves the store consistent, and a
 worker continues from the last commit: an attempt that has no verdict yet is validated, not
 produced again. What a verdict does to the step and the ticket is decided and written by
 engine/lifecycle.py.
+
+An attempt by `human` is an approval (`shipline approve` on a code phase, or on the last step
+of a route that merges): it is not checked or validated, only applied, judged and landed,
+and a red judge refuses it. The first code phase of a ticket starts with its preflight
+(engine/preflight.py).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from sqlalchemy.orm import Session
 from shipline.budgets import over_budget
 from shipline.config import Settings
 from shipline.engine import lifecycle, sql
-from shipline.engine.code import CodeOutcome, CodePath
+from shipline.engine.code import CodeOutcome, CodePath, session_commit
 from shipline.engine.coding import CodingSessions, session_objections
+from shipline.engine.preflight import Preflight
 from shipline.engine.prompt import Prompt, build_prompt, render_blocks
 from shipline.engine.verdict import read_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ShiplineError, StoreError
@@ -39,6 +45,7 @@ from shipline.store.lease import LeaseLost
 
 OnEvent = Callable[[int, str, str], None]
 LeaseUntil = Callable[[], datetime]
+HUMAN = lifecycle.HUMAN  # the worker of an attempt a human approved
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class AttemptContext:
     pending: str | None  # an attempt committed by a worker that died before its verdict
     pending_id: int | None = None
     origin: str | None = None  # an inserted step: "ci" (red after implement) or "merge"
+    approved: bool = False  # the pending attempt is a human's approval, to apply and judge
 
 
 def renew_lease(conn: Connection | Session, claim: Claim, until: datetime) -> None:
@@ -106,7 +114,7 @@ def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
     history: list[dict[str, Any]] = []
     pending = None
     number = 0
-    for attempt in conn.execute(sql.ATTEMPTS, {"sid": claim.step_id}):
+    for attempt in conn.execute(sql.ATTEMPTS, {"sid": claim.step_id}):  # by number
         number = max(number, attempt.number)
         if attempt.passed is None:
             pending = attempt
@@ -123,6 +131,7 @@ def load_context(conn: Connection, claim: Claim, row: Any) -> AttemptContext:
         pending.text if pending else None,
         pending.id if pending else None,
         row.origin,
+        approved=pending is not None and pending.worker == HUMAN,
     )
 
 
@@ -135,6 +144,7 @@ class AttemptRunner:
         self.store = project.store
         self.on_event = on_event or (lambda _t, _k, _m: None)
         self.code = CodePath(self.settings, Path(project.root), self.store)
+        self.preflight = Preflight(self.code, self.store)
         self.sessions = CodingSessions(self.settings, Path(project.root), self.code)
         self._lease_until: LeaseUntil = m.utcnow
 
@@ -152,6 +162,11 @@ class AttemptRunner:
         attempt_id = ctx.pending_id
         try:
             if text is None:
+                if self.code.handles(phase.name) and self.preflight.needed(claim.ticket_id):
+                    checked = self._preflight(claim, ctx, lease_until)
+                    if checked.handoff is not None:
+                        self._hand_off(claim, lease_until, checked.handoff, calls, checked)
+                        return
                 text, truncated, messages = (
                     self._produce_session(claim, ctx, calls)
                     if self._session(phase.name)
@@ -161,23 +176,23 @@ class AttemptRunner:
                     claim, ctx, lease_until, text, truncated, messages, calls
                 )
             else:
-                self._emit(
-                    claim.ticket_id,
-                    "resume",
-                    f"{phase.name} attempt {ctx.number}: validating the attempt a lost "
-                    "worker produced",
+                self._emit(claim.ticket_id, "resume", self._resume_line(claim, ctx))
+            if ctx.approved:  # a human's word: applied and judged, never checked or validated
+                objections, source = [], "human"
+            else:
+                objections = (
+                    session_objections(text, phase.deliverable)
+                    if self._session(phase.name)
+                    else phase.check(text, ctx.inputs)
                 )
-            objections = (
-                session_objections(text, phase.deliverable)
-                if self._session(phase.name)
-                else phase.check(text, ctx.inputs)
-            )
-            source = "checks"
+                source = "checks"
             code: CodeOutcome | None = None
             if not objections and self.code.handles(phase.name):
                 code = self._judge_code(claim, ctx, text)
                 objections, source = code.objections, "judge" if code.objections else source
-            if not objections and settings.validator:
+                if ctx.approved and code.red is not None and not objections:
+                    objections, source = [code.red], "judge"  # approved code must be green
+            if not objections and settings.validator and not ctx.approved:
                 objections, source = self._validate(claim, ctx, text, calls)
             red = code is not None and code.red is not None
             if not objections and claim.last and not red and self.code.merges(claim.route):
@@ -197,7 +212,43 @@ class AttemptRunner:
             claim, ctx, lease_until, attempt_id, text, source, objections, calls, code
         )
 
-    # -- code phases under a judge (engine/code.py) -------------------------------------------
+    def _resume_line(self, claim: Claim, ctx: AttemptContext) -> str:
+        """What a worker says when it picks up an attempt it did not produce."""
+        head = f"{ctx.phase.name} attempt {ctx.number}"
+        if ctx.approved:
+            then = []
+            if self.code.handles(ctx.phase.name):
+                then.append("applying it and running the judge")
+            if claim.last and self.code.merges(claim.route):
+                then.append(f"landing it on {self.settings.merge.target}")
+            line = f"{head}: approved by a human; " + (", then ".join(then) or "recording it")
+            lost = " (taken over after a lost worker's lease expired)" if claim.resumed else ""
+            return line + lost
+        if claim.resumed:
+            return f"{head}: validating the attempt a lost worker produced"
+        # the step was handed to a human before this attempt got its verdict, then retried
+        return (
+            f"{head}: judging again the attempt that was handed to a human before its verdict "
+            "(no new attempt is produced)"
+        )
+
+    # -- preflight, and code phases under a judge (engine/code.py) ------------------------------
+
+    def _preflight(self, claim: Claim, ctx: AttemptContext, lease_until: LeaseUntil) -> CodeOutcome:
+        """The ticket's first code phase: is its base green? A fit base's run and events are
+        committed now; an unfit one is the caller's handoff."""
+        target = self.settings.merge.target
+        line = f"{ctx.phase.name}: preflight: is {target} there, and is the judge green on it?"
+        self._emit(claim.ticket_id, "judge", line)
+        checked = self.preflight.check(claim.ticket_id, ctx.ticket.title, claim.step_id)
+        if checked.handoff is None:
+            now = m.utcnow()
+            with self.store.transaction() as conn:
+                renew_lease(conn, claim, lease_until())
+                self._flush_code(conn, claim, checked, False, now)
+                sql.add_events(conn, claim.ticket_id, checked.events, now)
+            self._emit(claim.ticket_id, "judge", f"preflight: {checked.events[-1][1]}")
+        return checked
 
     def _deliverables(self, claim: Claim) -> dict[str, str]:
         with self.store.transaction() as conn:
@@ -209,21 +260,29 @@ class AttemptRunner:
     def _judge_code(self, claim: Claim, ctx: AttemptContext, text: str) -> CodeOutcome:
         self._emit(claim.ticket_id, "judge", f"{ctx.phase.name} attempt {ctx.number}: judging")
         locks, config_locks, locked_ids = self._locks(claim.ticket_id)
-        return self.code.attempt(
-            ticket_id=claim.ticket_id,
-            title=ctx.ticket.title,
-            step_id=claim.step_id,
-            phase=ctx.phase.name,
-            number=ctx.number,
-            text=text,
-            deliverable=ctx.phase.deliverable,
-            earlier=self._deliverables(claim),
-            locks=locks,
-            origin=ctx.origin,
-            session=self._session(ctx.phase.name),
-            config_locks=config_locks,
-            locked_ids=locked_ids,
+        # an approval names a human's commit, or holds file blocks (whatever the phase's runner)
+        session = (
+            session_commit(text) is not None if ctx.approved else self._session(ctx.phase.name)
         )
+        try:
+            return self.code.attempt(
+                ticket_id=claim.ticket_id,
+                title=ctx.ticket.title,
+                step_id=claim.step_id,
+                phase=ctx.phase.name,
+                number=ctx.number,
+                text=text,
+                deliverable=ctx.phase.deliverable,
+                earlier=self._deliverables(claim),
+                locks=locks,
+                origin=ctx.origin,
+                session=session,
+                config_locks=config_locks,
+                locked_ids=locked_ids,
+                approved=ctx.approved,
+            )
+        finally:
+            self.code.remember(claim.ticket_id)  # what a human does there next is theirs
 
     def _locks(self, ticket_id: int) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
         """What the tests phase locked: test files, test configuration, pytest ids per file."""
@@ -252,16 +311,19 @@ class AttemptRunner:
     ) -> CodeOutcome:
         self._emit(claim.ticket_id, "merge", f"merging into {self.settings.merge.target}")
         locks, _, locked_ids = self._locks(claim.ticket_id)
-        outcome = self.code.merge(
-            ticket_id=claim.ticket_id,
-            title=ctx.ticket.title,
-            step_id=claim.step_id,
-            number=ctx.number,
-            deliverables={**self._deliverables(claim), ctx.phase.deliverable: text},
-            known_pr=self._known_pr(claim.ticket_id),
-            locks=locks,
-            locked_ids=locked_ids,
-        )
+        try:
+            outcome = self.code.merge(
+                ticket_id=claim.ticket_id,
+                title=ctx.ticket.title,
+                step_id=claim.step_id,
+                number=ctx.number,
+                deliverables={**self._deliverables(claim), ctx.phase.deliverable: text},
+                known_pr=self._known_pr(claim.ticket_id),
+                locks=locks,
+                locked_ids=locked_ids,
+            )
+        finally:
+            self.code.remember(claim.ticket_id)
         if before is not None:  # a route that ends on a code phase: keep its judge runs too
             outcome.runs[:0] = before.runs
             outcome.events[:0] = before.events
@@ -608,6 +670,7 @@ class AttemptRunner:
             source,
             self._followup(code),
             tuple(code.events) if code is not None else (),
+            approved=ctx.approved,
         )
         transition = lifecycle.decide_verdict(facts, verdict)
         now = m.utcnow()

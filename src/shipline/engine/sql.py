@@ -99,7 +99,7 @@ EARLIER_DELIVERABLES = (
 )
 
 ATTEMPTS = (
-    select(A.c.id, A.c.number, A.c.text, V.c.passed, V.c.objections)
+    select(A.c.id, A.c.number, A.c.text, A.c.worker, V.c.passed, V.c.objections)
     .select_from(A.outerjoin(V, V.c.attempt_id == A.c.id))
     .where(A.c.step_id == bindparam("sid"))
     .order_by(A.c.number)
@@ -242,6 +242,25 @@ INSERT_LOCKED_IDS = insert(LI)
 INSERT_JUDGE_RUNS = insert(J)
 INSERT_MERGE = insert(M)
 KNOWN_PR = select(M.c.url).where(M.c.ticket_id == bindparam("tid"), M.c.url.is_not(None))
+# Preflight (engine/preflight.py): has any code step of the ticket had an attempt yet, and a
+# green preflight remembered for a base commit (any ticket's).
+CODE_ATTEMPTS = (
+    select(func.count())
+    .select_from(A.join(S, A.c.step_id == S.c.id))
+    .where(S.c.ticket_id == bindparam("tid"), S.c.phase.in_(bindparam("phases", expanding=True)))
+)
+GREEN_PREFLIGHT = (
+    select(J.c.ticket_id, J.c.duration_s)
+    .where(
+        J.c.purpose == "preflight",
+        J.c.commit == bindparam("commit"),
+        J.c.command == bindparam("command"),
+        J.c.exit_code == 0,
+        J.c.timed_out.is_(False),
+    )
+    .order_by(J.c.id.desc())
+    .limit(1)
+)
 
 
 def insert_step(

@@ -2,7 +2,8 @@
 judged again, then landed: the target fast-forwarded (`[merge] mode = "merge"`), or the branch
 pushed with one pull request opened (`"pr"`). A conflict or a red judge leaves the target as it
 was. The judge is the caller's (`MergeQueue.land` takes it as a function): workspaces know git,
-not CI.
+not CI. Paths the caller keeps out (a ticket's deliverables) are left out of the squashed
+commit, so they never land; the caller commits them again on the branch afterwards.
 
 The lock. On PostgreSQL it is a session-level advisory lock, held on a connection of its own
 for the whole merge. Every worker of every machine that shares the database queues on it, and
@@ -25,7 +26,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,13 @@ class MergeQueue:
         pr_title: str = "",
         pr_body: Callable[[str], str] = lambda _commit: "",
         known_pr: str | None = None,
+        keep_out: Sequence[str] = (),
     ) -> Landing:
         """Squash the branch's commits since the target into one (`message`), rebase it onto
         the target, `judge()` the result (True: green), then land it. PR mode opens one pull
         request titled `pr_title` (its body: `pr_body(commit)`), or keeps `known_pr`; its
-        failure is a PullRequestError."""
+        failure is a PullRequestError. `keep_out`: paths left out of the squashed commit (they
+        stay in the worktree, untracked), so neither the target nor the pull request gets them."""
         git = Git(ws.path, timeout_s=self.git_timeout_s)
         with merge_lock(
             self.store, self.repo, self.target, who=who, git_timeout_s=self.git_timeout_s
@@ -100,6 +103,8 @@ class MergeQueue:
             base = git.run("merge-base", "HEAD", self.target).stdout.strip()
             if base != git.head():
                 git.run("reset", "-q", "--soft", base)
+                if keep_out:
+                    git.run("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *keep_out)
                 git.commit_staged(message)
             rebased = git.run("rebase", "-q", self.target, check=False)
             if rebased.returncode != 0:
