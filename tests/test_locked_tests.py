@@ -586,6 +586,7 @@ def test_every_dodge_of_a_locked_test_is_refused_and_only_the_honest_fix_merges(
         ticket_id,
     )
     assert runs == [
+        ("preflight", 0),  # main is green before the first code phase
         ("tests", 1),
         ("locked", 0),  # implement 4: exit 0 with a locked test skipped: an objection
         ("locked", 1),  # implement 5: red, so the judge's command never ran
@@ -644,7 +645,7 @@ def test_a_session_that_deletes_or_renames_a_locked_test_is_refused_and_never_me
     ]  # fmt: skip
     assert len(main_log(project)) == 1  # never merged
     purposes = rows(project, "SELECT purpose FROM judge_runs WHERE ticket_id = ?", ticket_id)
-    assert purposes == [("tests",)]  # refused before anything ran
+    assert purposes == [("preflight",), ("tests",)]  # refused before anything else ran
 
 
 def tool(name: str, **args: Any) -> str:
