@@ -60,6 +60,7 @@ def echoes() -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
         yield user, prompt
 
 
+@pytest.mark.slow
 def test_an_echo_server_as_validator_passes_nothing(
     tmp_path: Path, echoes: tuple[LoopbackServer, LoopbackServer]
 ) -> None:
