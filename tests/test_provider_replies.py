@@ -464,6 +464,7 @@ def test_a_ticket_whose_first_provider_answers_html_200_falls_back_and_is_done(
     assert all(p["status"] == "passed" for p in detail["phases"])  # none left running
     failed = [c for c in detail["calls"] if c["error"] is not None]
     assert failed and len(failed) == len(html_proxy.received)
+    assert not any(c["estimated"] for c in detail["calls"])  # every call settled, failed or not
     assert {c["provider"] for c in failed} == {"proxy"}
     assert all(
         "HTTP 200 text/html body is not JSON: '<html><head><title>502 Bad Gateway" in c["error"]
