@@ -160,6 +160,11 @@ OPENAI = [
         chat({"content": "hi"}, usage={"completion_tokens": -3}),
         "$.usage.completion_tokens is an integer, not a count",
     ),
+    Case(
+        "tokens past any window",
+        chat({"content": "hi"}, usage={"prompt_tokens": 2**40}),
+        "$.usage.prompt_tokens is an integer, not a count (a whole number from 0 to 100000000)",
+    ),
     Case("model a number", chat({"content": "hi"}, model=4), "$.model is an integer"),
 ]
 
@@ -217,6 +222,7 @@ def test_an_anthropic_reply_that_is_no_message_is_a_failed_call(case: Case) -> N
     [
         ("openai", chat({"role": "assistant", "content": None}), ""),  # nothing said
         ("openai", chat({"content": "hi"}, usage=None, model=None), "hi"),  # no usage, no model
+        ("openai", chat({"content": "hi"}, model="m" * 5000), "hi"),  # a name cut to fit
         ("openai", raw_reply(json.dumps(chat_reply("ok").body).encode(), "text/plain"), "ok"),
         ("anthropic", msg([]), ""),
         (
@@ -226,7 +232,15 @@ def test_an_anthropic_reply_that_is_no_message_is_a_failed_call(case: Case) -> N
         ),
         ("anthropic", messages_reply("hi"), "hi"),
     ],
-    ids=["null content", "no usage", "json as text/plain", "no blocks", "other blocks", "plain"],
+    ids=[
+        "null content",
+        "no usage",
+        "a model name past any",
+        "json as text/plain",
+        "no blocks",
+        "other blocks",
+        "plain",
+    ],
 )
 def test_a_reply_of_the_documented_shape_with_optional_parts_missing_is_a_completion(
     kind: str, reply: Reply, text: str
@@ -235,7 +249,7 @@ def test_a_reply_of_the_documented_shape_with_optional_parts_missing_is_a_comple
         completion = provider_for(kind, server).complete(ask())
 
     assert completion.text == text
-    assert completion.model  # the configured model when the reply names none
+    assert 0 < len(completion.model) <= 200  # the configured one when the reply names none
 
 
 def test_a_tool_call_with_arguments_that_are_no_object_is_answered_not_a_crash() -> None:

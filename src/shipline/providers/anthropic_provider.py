@@ -184,7 +184,7 @@ def read_message(data: Any) -> MessageReply:
     )
     return MessageReply(
         text="".join(texts),
-        model=Shape.text(body.get("model"), "$.model"),
+        model=Shape.model(body.get("model"), "$.model"),
         input_tokens=Shape.count(usage.get("input_tokens"), "$.usage.input_tokens")
         + cache_read
         + cache_write,

@@ -33,6 +33,10 @@ NO_KEY = "no-key"
 # is not a completion, and reading it on would only fill memory.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _SNIPPET = 120  # characters of a bad body quoted in the error
+# The most tokens one count of a reply may say (far past any context window): a bigger one is
+# no count, and a few of them added up still fit the store's 32-bit integer columns.
+MAX_COUNT = 100_000_000
+MAX_MODEL = 200  # characters of the model a reply names that are kept (the calls table's)
 
 
 def api_key_from_env(
@@ -158,13 +162,12 @@ def read_json_body(
     timeout_s: float,
     mask: Callable[[str], str],
     max_bytes: int = MAX_BODY_BYTES,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Any:
     """The JSON value of a successful reply's body (an SDK's un-read streaming response).
 
     Raises `ProviderCallError` (`bad_response`) when the body is empty, is not JSON, breaks
     off, is longer than `max_bytes` (reading stops there), or is still coming `timeout_s`
-    after the request was sent (`sent_at`, on `clock`).
+    after the request was sent (`sent_at`, on `time.monotonic`).
     """
     status = response.status_code
     content_type = str(response.headers.get("content-type") or "").split(";")[0].strip()
@@ -177,7 +180,7 @@ def read_json_body(
                 raise bad_response(
                     where, f"{what} is over {_size(max_bytes)}: stopped reading it there"
                 )
-            if clock() - sent_at > timeout_s:
+            if time.monotonic() - sent_at > timeout_s:
                 raise bad_response(
                     where,
                     f"{what} still coming {timeout_s:g}s after the request "
@@ -186,7 +189,7 @@ def read_json_body(
     except ProviderCallError:
         raise
     except Exception as exc:  # the connection broke, or the SDK's read timeout fired
-        cause = "timed out" if clock() - sent_at >= timeout_s else "broke off"
+        cause = "timed out" if time.monotonic() - sent_at >= timeout_s else "broke off"
         detail = mask(str(exc) or type(exc).__name__)[:200]
         raise bad_response(
             where, f"{what} {cause} after {len(data)} bytes ({type(exc).__name__}: {detail})"
@@ -253,12 +256,17 @@ class Shape:
         return value
 
     @staticmethod
+    def model(value: Any, path: str) -> str:
+        """The model a reply names, cut to `MAX_MODEL` characters ("" for null / missing)."""
+        return Shape.text(value, path)[:MAX_MODEL]
+
+    @staticmethod
     def count(value: Any, path: str) -> int:
-        """A token count: a whole number ≥ 0, or 0 for null / missing."""
+        """A token count: a whole number from 0 to `MAX_COUNT`, or 0 for null / missing."""
         if value is None:
             return 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            _wrong(path, value, "a count (a whole number, 0 or more)")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+            _wrong(path, value, f"a count (a whole number from 0 to {MAX_COUNT})")
         return value
 
     @staticmethod

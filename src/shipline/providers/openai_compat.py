@@ -186,7 +186,7 @@ def read_chat_completion(data: Any) -> ChatReply:
     )
     return ChatReply(
         text=Shape.text(message.get("content"), f"{path}.content"),
-        model=Shape.text(body.get("model"), "$.model"),
+        model=Shape.model(body.get("model"), "$.model"),
         input_tokens=Shape.count(usage.get("prompt_tokens"), "$.usage.prompt_tokens"),
         output_tokens=Shape.count(usage.get("completion_tokens"), "$.usage.completion_tokens"),
         cached_tokens=Shape.count(
