@@ -5,6 +5,10 @@ faults: `--error-rate`, `--latency-ms`, `--max-inflight`, `--validate-keys`. Wha
 do (a 429 with `retry-after`, a 400 for `response_format`, a chosen reply sequence, chosen
 tool calls: llm-katan only calls the first tool offered, with dummy arguments) is done by
 `LoopbackServer`, a `http.server` in a thread that answers a scripted list of replies.
+
+A `Reply` can also be what a broken server or proxy sends: raw bytes of any content type, a
+body cut short of its declared length, a body dripped out slowly, a reply held open. A reply
+can be computed from the request (`echo_last_user`, `echo_prompt`: an echo server).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -109,12 +113,31 @@ def start_katan(workdir: Path, label: str, *flags: str, served: str = "gpt-4o-mi
 
 @dataclass
 class Reply:
-    """One scripted answer: status, JSON body, headers, and a delay before answering."""
+    """One scripted answer: status, JSON body, headers, and a delay before answering.
+
+    `raw` is sent instead of the JSON body, as `content_type`. `declared_length` is the
+    content-length sent (default: the body's); more than the body is a truncated reply (the
+    connection closes after the body). `drip_s` sends the body a `drip_bytes` piece at a time
+    with that pause between pieces. The delay (and every pause) ends early when the server
+    stops, so a reply held open does not outlive its test.
+    """
 
     status: int = 200
-    body: dict[str, Any] = field(default_factory=dict)
+    body: Any = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    declared_length: int | None = None
+    drip_s: float = 0.0
+    drip_bytes: int = 1
+
+    def payload(self) -> bytes:
+        return self.raw if self.raw is not None else json.dumps(self.body).encode()
+
+
+# A reply, or a function of the request's JSON body that makes one (an echo server).
+Answer = Reply | Callable[[dict[str, Any]], Reply]
 
 
 def chat_reply(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) -> Reply:
@@ -183,6 +206,33 @@ def messages_reply(text: str = "", *tool_uses: tuple[str, str, dict[str, Any]]) 
     )
 
 
+def raw_reply(raw: bytes, content_type: str = "application/json", **options: Any) -> Reply:
+    """A 200 (unless `status=` says otherwise) whose body is `raw`, as `content_type`."""
+    return Reply(raw=raw, content_type=content_type, **options)
+
+
+def _prompt_texts(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, text) of each turn of an OpenAI chat request (text parts joined)."""
+    turns = []
+    for message in request.get("messages", []):
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content)
+        turns.append((message.get("role", ""), content))
+    return turns
+
+
+def echo_last_user(request: dict[str, Any]) -> Reply:
+    """An echo server: the chat completion is the last user message, verbatim."""
+    users = [text for role, text in _prompt_texts(request) if role == "user"]
+    return chat_reply(users[-1] if users else "")
+
+
+def echo_prompt(request: dict[str, Any]) -> Reply:
+    """An echo server: the chat completion is the whole prompt, every turn, in order."""
+    return chat_reply("\n\n".join(text for _, text in _prompt_texts(request)))
+
+
 def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
     return Reply(
         status=status,
@@ -194,13 +244,15 @@ def error_reply(status: int, message: str, headers: dict[str, str] | None = None
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 answering POSTs with `replies` in order (the last repeats).
 
-    `received` holds each request's JSON body, in order.
+    `received` holds each request's JSON body, in order; `arrived` is set once one came.
     """
 
-    def __init__(self, replies: list[Reply]) -> None:
+    def __init__(self, replies: list[Answer]) -> None:
         self._replies = list(replies)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.received: list[dict[str, Any]] = []
+        self.arrived = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -209,18 +261,37 @@ class LoopbackServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
                     server.received.append(body)
-                    reply = (
+                    answer = (
                         server._replies.pop(0) if len(server._replies) > 1 else server._replies[0]
                     )
-                time.sleep(reply.delay_s)
-                payload = json.dumps(reply.body).encode()
+                server.arrived.set()
+                reply = answer if isinstance(answer, Reply) else answer(body)
+                if server._stopping.wait(reply.delay_s):
+                    return
+                payload = reply.payload()
                 self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
+                self.send_header("content-type", reply.content_type)
+                declared = reply.declared_length
+                self.send_header(
+                    "content-length", str(len(payload) if declared is None else declared)
+                )
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                with suppress(OSError):  # the client gave up (its timeout or its cap): fine
+                    self._write(reply, payload)
+                if declared is not None and declared != len(payload):
+                    self.close_connection = True
+
+            def _write(self, reply: Reply, payload: bytes) -> None:
+                if not reply.drip_s:
+                    self.wfile.write(payload)
+                    return
+                for start in range(0, len(payload), reply.drip_bytes):
+                    self.wfile.write(payload[start : start + reply.drip_bytes])
+                    self.wfile.flush()
+                    if server._stopping.wait(reply.drip_s):
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -243,12 +314,13 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
 
 @contextmanager
-def loopback(*replies: Reply) -> Iterator[LoopbackServer]:
+def loopback(*replies: Answer) -> Iterator[LoopbackServer]:
     with LoopbackServer(list(replies)) as server:
         yield server
 

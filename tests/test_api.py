@@ -107,6 +107,7 @@ NESTED_SHAPES = {
         "cost": "number|null",
         "fallback": "boolean",
         "error": "string|null",
+        "estimated": "boolean",
     },
     "EventView": {"at": "date-time", "kind": "string", "message": "string"},
 }

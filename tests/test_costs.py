@@ -88,6 +88,25 @@ def test_failed_call_that_used_no_tokens_cost_nothing_but_a_billed_failure_is_un
     assert with_billed.cost_text == "unknown"
 
 
+def test_a_call_that_never_settled_counts_its_estimate_apart_from_the_known_sum() -> None:
+    settled = row(cost=0.12)
+    cut_off = row(cost=0.01, input_tokens=400, output_tokens=0, estimated=True)
+    cut_off_unpriced = row(cost=None, input_tokens=300, output_tokens=0, estimated=True)
+
+    (group,) = aggregate([settled, cut_off], None)
+    (mixed,) = aggregate([settled, cut_off, cut_off_unpriced], None)
+    (only_estimate,) = aggregate([cut_off], None)
+
+    assert group.cost_usd == pytest.approx(0.12)  # the known sum stays known
+    assert group.cost_text == "$0.12 + ~$0.01 estimated"
+    assert (group.input_tokens, group.estimated_calls) == (500, 1)  # its tokens count
+    assert group.as_dict()["estimated_usd"] == pytest.approx(0.01)
+    assert mixed.cost_text == "$0.12 + unknown + ~$0.01 estimated"
+    assert (mixed.estimated_calls, mixed.unknown_calls) == (2, 1)
+    assert only_estimate.cost_text == "$0.00 + ~$0.01 estimated"
+    assert total([group, only_estimate]).cost_text == "$0.12 + ~$0.02 estimated"
+
+
 def test_day_groups_by_utc_date_in_order() -> None:
     rows = [
         row(created_at=datetime(2026, 3, 15, 0, 30, tzinfo=UTC), cost=2.0),
@@ -299,6 +318,21 @@ def test_unknown_prices_are_not_counted_but_the_reason_says_how_many(store: Stor
         "of its $0.50 budget ([budgets] per_ticket_usd)"
     )
     assert check(store, budgets(per_ticket=0.50), unknown_only["ticket"]) is None
+
+
+def test_calls_that_never_settled_count_towards_a_budget_at_their_estimate(store: Store) -> None:
+    ids = add_ticket(store)
+    add_call(store, ids, cost=0.30)
+    add_call(store, ids, cost=0.25, output_tokens=0, estimated=True)  # its worker died
+
+    reason = check(store, budgets(per_ticket=0.50), ids["ticket"])
+    day = check(store, budgets(per_day=0.55), ids["ticket"], now=m.utcnow())
+
+    assert reason == (
+        f"ticket #{ids['ticket']} spent $0.55 (~$0.25 of it estimated) of its $0.50 budget "
+        "([budgets] per_ticket_usd)"
+    )
+    assert day is not None and day.startswith("today's spend $0.55 (~$0.25 of it estimated)")
 
 
 def test_both_budgets_reached_gives_both_reasons(store: Store) -> None:

@@ -62,10 +62,13 @@ def test_the_replayed_split_parses_into_typed_children() -> None:
         ('{"pass": true, "objections": []}', True, []),
         ('```json\n{"pass": true, "objections": []}\n```', True, []),
         (
-            'Here it is: {"pass": false, "objections": [" R2 is missing ", ""]} Thanks.',
+            'Here it is: {"pass": false, "objections": [" R2 is missing ", ""]}',
             False,
             ["R2 is missing"],
         ),
+        ('I checked R1 and R2.\n```json\n{"pass": true, "objections": []}\n```\n', True, []),
+        ('Notes: ```text\nR1 ok\n``` so:\n```\n{"pass": true}\n```', True, []),
+        ('Other JSON may come first: {"R1": "ok"}\n{"pass": true, "objections": []}', True, []),
         ('{"pass": true}', True, []),  # a pass needs no list
         ('{"pass": false, "objections": []}', False, [NO_REASON]),  # a rejection says why
         ('{"pass": true, "objections": [], "confidence": 0.9}', True, []),  # extra keys ignored
@@ -80,6 +83,10 @@ def test_a_verdict_is_read_from_plain_fenced_or_chatty_answers(
     assert (verdict.passed, verdict.objections) == (passed, objections)
 
 
+TRAILING = "the JSON is not the final element of the reply"
+TWO = "the reply holds more than one JSON answer (an earlier one: "
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -88,9 +95,24 @@ def test_a_verdict_is_read_from_plain_fenced_or_chatty_answers(
         ('{"pass": true, "objections": "none"}', "$.objections: Input should be a valid list"),
         # an object nested in a refused answer is not an answer
         ('{"verdict": {"pass": true}}', "$.pass: Field required"),
+        # the verdict is the reply's final element: nothing may follow it
+        ('Here it is: {"pass": true, "objections": []} Thanks.', TRAILING),
+        ('```json\n{"pass": true, "objections": []}\n```\nHope that helps!', TRAILING),
+        # nothing verdict-like may precede it: an echo of examples, then an answer, is neither
+        ('e.g. {"pass": true, "objections": []}\nso {"pass": false}', TWO + '{"pass": tru'),
+        (
+            'Examples: {"ok": {"objections": []}}\n```json\n{"pass": true}\n```',
+            TWO + '{"ok": {"objecti',
+        ),
+        ("Looks good.\n```json\n{'pass': True}\n```", "the final fenced block is not one"),
+        ("", "the reply is empty"),
+        ("an echo of the prompt ends ```", "the reply ends with ``` but opens no fenced block"),
     ],
 )
 def test_a_bad_verdict_says_what_is_wrong_so_the_validator_can_be_told(
     text: str, problem: str
 ) -> None:
-    assert read_verdict(text) == (None, problem)
+    verdict, said = read_verdict(text)
+
+    assert verdict is None
+    assert said.startswith(problem), said

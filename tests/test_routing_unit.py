@@ -495,11 +495,30 @@ SCHEMA = {
     [
         '{"verdict": "pass", "objections": []}',
         'Here you go:\n```json\n{"verdict": "pass", "objections": []}\n```',
-        '[note] {"x": 1} then {"verdict": "pass", "objections": []} done',
+        '[note] {"x": 1} then {"verdict": "pass", "objections": []}',
     ],
 )
 def test_json_is_found_in_plain_fenced_or_chatty_replies(text: str) -> None:
     assert parse_json(text, SCHEMA) == ({"verdict": "pass", "objections": []}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"verdict": "pass", "objections": []} done', "the JSON is not the final element"),
+        (
+            'Example: {"verdict": "fail"} mine: {"verdict": "pass", "objections": []}',
+            "the reply holds more than one JSON answer",
+        ),
+    ],
+)
+def test_json_that_is_not_the_replys_final_and_only_answer_is_refused(
+    text: str, problem: str
+) -> None:
+    value, said = parse_json(text, SCHEMA)
+
+    assert value is None
+    assert said is not None and said.startswith(problem), said
 
 
 def test_schema_problems_say_where_the_value_is_wrong() -> None:

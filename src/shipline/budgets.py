@@ -15,6 +15,9 @@ worker on every machine that shares the store.
   would be a guess), but a reason names how many there were, so the human reading it knows
   the real spend is higher. Set `price_input_per_mtok`/`price_output_per_mtok` on an
   unlisted provider so that its calls count.
+- Calls that never settled (in flight, or cut off when their worker died) count at their
+  estimate (their input at the provider's input price), and a reason says how much of the
+  spend is estimated.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ def _unknown(spent: Spend) -> str:
 
 
 def _reached(spent: Spend, limit: float) -> bool:
-    return spent.known_usd > 0 and spent.known_usd >= limit
+    return spent.total_usd > 0 and spent.total_usd >= limit
+
+
+def _spent(spent: Spend) -> str:
+    estimated = f" (~{usd(spent.estimated_usd)} of it estimated)" if spent.estimated_usd else ""
+    return f"{usd(spent.total_usd)}{estimated}{_unknown(spent)}"
 
 
 def day_start(now: datetime) -> datetime:
@@ -57,7 +65,7 @@ def over_budget(
         spent = spend(session, m.Call.ticket_id == ticket_id)
         if _reached(spent, budgets.per_ticket_usd):
             reasons.append(
-                f"ticket #{ticket_id} spent {usd(spent.known_usd)}{_unknown(spent)} "
+                f"ticket #{ticket_id} spent {_spent(spent)} "
                 f"of its {usd(budgets.per_ticket_usd)} budget ([budgets] per_ticket_usd)"
             )
     if budgets.per_day_usd is not None:
@@ -65,7 +73,7 @@ def over_budget(
         spent = spend(session, m.Call.created_at >= since)
         if _reached(spent, budgets.per_day_usd):
             reasons.append(
-                f"today's spend {usd(spent.known_usd)}{_unknown(spent)} reached "
+                f"today's spend {_spent(spent)} reached "
                 f"per_day_usd {usd(budgets.per_day_usd)} (UTC day {since.date().isoformat()})"
             )
     return "; ".join(reasons) or None

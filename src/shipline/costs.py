@@ -8,6 +8,11 @@ prices shows the known sum "+ unknown".
 A call's price is unknown when its `cost` is NULL and it used tokens: a successful call, or
 a failed one that was billed (a reply that could not be parsed). A failed call that used no
 tokens (HTTP 500, timeout, refused connection) cost nothing.
+
+A call is written before it is sent, as an estimate (`estimated`: its input tokens counted
+from the prompt, priced at the provider's input price, no output), and settled once it
+answers. A call whose worker died before that stays an estimate: its tokens count, and its
+cost is shown apart from the known sum ("$0.12 + ~$0.01 estimated").
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class CallRow:
     cost: float | None = 0.0
     fallback: bool = False
     error: str | None = None
+    estimated: bool = False  # a call that never settled: its tokens and cost are guesses
 
     def key(self, by: GroupBy | None) -> str:
         if by is None:
@@ -79,7 +85,8 @@ class CallRow:
 
 @dataclass
 class CostGroup:
-    """Calls, tokens and cost of one group. `known_usd` sums the calls whose price is known."""
+    """Calls, tokens and cost of one group. `known_usd` sums the calls whose price is known;
+    `estimated_usd` the estimates of the calls that never settled (priced ones)."""
 
     key: str
     calls: int = 0
@@ -91,6 +98,9 @@ class CostGroup:
     known_usd: float = 0.0
     priced_calls: int = 0
     unknown_calls: int = 0
+    estimated_calls: int = 0
+    estimated_priced: int = 0
+    estimated_usd: float = 0.0
 
     def add(self, row: CallRow) -> None:
         self.calls += 1
@@ -99,8 +109,12 @@ class CostGroup:
         self.input_tokens += row.input_tokens
         self.output_tokens += row.output_tokens
         self.cached_tokens += row.cached_tokens
+        self.estimated_calls += row.estimated
         if is_unknown_price(row.cost, row.error, row.input_tokens + row.output_tokens):
             self.unknown_calls += 1
+        elif row.cost is not None and row.estimated:
+            self.estimated_priced += 1
+            self.estimated_usd += row.cost
         elif row.cost is not None:
             self.priced_calls += 1
             self.known_usd += row.cost
@@ -114,10 +128,14 @@ class CostGroup:
 
     @property
     def cost_text(self) -> str:
-        """`$0.12`, `unknown`, or `$0.12 + unknown`: never 0 for an unknown price."""
-        if self.cost_usd is None:
-            return "unknown"
-        return usd(self.known_usd) + (" + unknown" if self.unknown_calls else "")
+        """`$0.12`, `unknown`, or `$0.12 + unknown`: never 0 for an unknown price; then
+        ` + ~$0.01 estimated` for calls that never settled."""
+        text = "unknown" if self.cost_usd is None else usd(self.known_usd)
+        if self.cost_usd is not None and self.unknown_calls:
+            text += " + unknown"
+        if self.estimated_priced:
+            text += f" + ~{usd(self.estimated_usd)} estimated"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +148,8 @@ class CostGroup:
             "cached_tokens": self.cached_tokens,
             "cost_usd": self.cost_usd,
             "unknown_price_calls": self.unknown_calls,
+            "estimated_calls": self.estimated_calls,
+            "estimated_usd": self.estimated_usd,
             "cost": self.cost_text,
         }
 
@@ -166,6 +186,9 @@ def total(groups: Iterable[CostGroup]) -> CostGroup:
         whole.known_usd += group.known_usd
         whole.priced_calls += group.priced_calls
         whole.unknown_calls += group.unknown_calls
+        whole.estimated_calls += group.estimated_calls
+        whole.estimated_priced += group.estimated_priced
+        whole.estimated_usd += group.estimated_usd
     return whole
 
 
@@ -202,6 +225,7 @@ def call_rows(session: Session, *where: ColumnElement[bool]) -> list[CallRow]:
             c.cost,
             c.fallback,
             c.error,
+            c.estimated,
         )
         .where(*where)
         .order_by(c.id)
@@ -234,18 +258,25 @@ def cost_report(
 
 @dataclass(frozen=True)
 class Spend:
-    """Known dollars spent, and how many calls spent tokens at an unknown price."""
+    """Known dollars spent, how many calls spent tokens at an unknown price, and the estimated
+    dollars of the calls that never settled."""
 
     known_usd: float
     unknown_calls: int
+    estimated_usd: float = 0.0
+
+    @property
+    def total_usd(self) -> float:
+        return self.known_usd + self.estimated_usd
 
 
 def spend(session: Session, *where: ColumnElement[bool]) -> Spend:
     """What the calls matching `where` cost, summed in the store (no rows loaded)."""
     row = session.execute(
         select(
-            func.coalesce(func.sum(m.Call.cost), 0.0),
+            func.coalesce(func.sum(m.Call.cost).filter(~m.Call.estimated), 0.0),
             func.count().filter(unknown_price()),
+            func.coalesce(func.sum(m.Call.cost).filter(m.Call.estimated), 0.0),
         ).where(*where)
     ).one()
-    return Spend(float(row[0] or 0.0), int(row[1]))
+    return Spend(float(row[0] or 0.0), int(row[1]), float(row[2] or 0.0))

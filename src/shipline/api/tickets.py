@@ -283,6 +283,7 @@ def _call(call: m.Call) -> CallView:
         cost=call.cost,
         fallback=call.fallback,
         error=call.error,
+        estimated=call.estimated,
     )
 
 

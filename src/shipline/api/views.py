@@ -132,6 +132,7 @@ class CallView(View):
     cost: float | None
     fallback: bool
     error: str | None
+    estimated: bool  # never settled (its worker died in flight): tokens and cost are guesses
 
 
 class EventView(View):
@@ -188,7 +189,9 @@ class CostLine(View):
     cached_tokens: int
     cost_usd: float | None  # the known sum; None when every priced call is unknown
     unknown_price_calls: int
-    cost: str  # `$0.12`, `unknown` or `$0.12 + unknown`
+    estimated_calls: int  # calls that never settled: their tokens are an estimate
+    estimated_usd: float  # their estimated cost, not in cost_usd
+    cost: str  # `$0.12`, `unknown` or `$0.12 + unknown`, then ` + ~$0.01 estimated`
 
 
 class CostReport(View):

@@ -395,11 +395,16 @@ class AttemptRunner:
 
     def _recorder(
         self, claim: Claim, role: Role, number: int, calls: list[dict[str, Any]]
-    ) -> Callable[[CallRecord], None]:
+    ) -> tuple[Callable[[CallRecord], None], Callable[[CallRecord], None]]:
+        """(started, record) for the router. `started` commits the call before it is sent,
+        fenced by the lease, as an estimate (its input tokens counted from the prompt): a
+        worker that dies with the request in flight leaves it on the bill. `record` queues
+        what the call really used, which settles that row in the step's next transaction."""
         keep_payloads = self.settings.calls.keep_payloads
+        started_ids: dict[int, int] = {}  # CallRecord.key -> the started row's id
 
-        def record(call: CallRecord) -> None:
-            row: dict[str, Any] = {
+        def row(call: CallRecord) -> dict[str, Any]:
+            return {
                 "ticket_id": claim.ticket_id,
                 "step_id": claim.step_id,
                 "phase": claim.phase,
@@ -417,11 +422,21 @@ class AttemptRunner:
                 "error": call.error,
                 "created_at": m.utcnow(),
             }
-            if keep_payloads:  # redacted here, outside the transaction that writes it
-                row[sql.PAYLOAD] = sql.call_payload(call.messages, call.response)
-            calls.append(row)
 
-        return record
+        def started(call: CallRecord) -> None:
+            with self.store.transaction() as conn:
+                renew_lease(conn, claim, self._lease_until())
+                started_ids[call.key] = sql.start_call(conn, row(call))
+
+        def record(call: CallRecord) -> None:
+            settled = row(call)
+            if call.key in started_ids:
+                settled[sql.CALL_ID] = started_ids.pop(call.key)
+            if keep_payloads:  # redacted here, outside the transaction that writes it
+                settled[sql.PAYLOAD] = sql.call_payload(call.messages, call.response)
+            calls.append(settled)
+
+        return started, record
 
     def _session(self, phase: str) -> bool:
         """Does this phase run a coding session (rather than one completion)?"""
@@ -457,10 +472,12 @@ class AttemptRunner:
             f"{phase.name} attempt {ctx.number}: coding session ({runner}) in the worktree",
         )
         sensitive = self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane)
+        started, record = self._recorder(claim, "producer", ctx.number, calls)
         provider = self.project.router.bind(
             self.settings.tier_for(phase.name),
             sensitive=sensitive,
-            record=self._recorder(claim, "producer", ctx.number, calls),
+            record=record,
+            started=started,
             before_call=lambda: self._check_budget(claim.ticket_id),
             after_call=lambda: self._flush_session_calls(claim, calls),
         )
@@ -540,11 +557,13 @@ class AttemptRunner:
             max_tokens=settings.max_output_tokens,
         )
         self._check_budget(claim.ticket_id)
+        started, record = self._recorder(claim, "producer", ctx.number, calls)
         routed = self.project.router.complete(
             self.settings.tier_for(phase.name),
             request,
             sensitive=self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane),
-            record=self._recorder(claim, "producer", ctx.number, calls),
+            record=record,
+            started=started,
         )
         text = routed.completion.text.strip()
         if phase.output == "json":
@@ -572,6 +591,7 @@ class AttemptRunner:
         tries = self.settings.validator.parse_retries + 1
         messages = [Message("system", system), Message("user", user)]
         last = ""
+        started, record = self._recorder(claim, "validator", ctx.number, calls)
         for _ in range(tries):
             self._check_budget(claim.ticket_id)
             request = CompletionRequest(
@@ -589,7 +609,8 @@ class AttemptRunner:
                 self.settings.phase(phase.name).validator_tier,
                 request,
                 sensitive=self.settings.in_house_only(ctx.ticket.sensitive, ctx.ticket.lane),
-                record=self._recorder(claim, "validator", ctx.number, calls),
+                record=record,
+                started=started,
             )
             last = routed.completion.text
             verdict, problem = read_verdict(last)

@@ -212,6 +212,7 @@ INSERT_VERDICT = insert(V)
 INSERT_CALLS = insert(C)
 # With `[calls] keep_payloads`: the new calls' ids, in the order given, for their payloads.
 INSERT_CALLS_RETURNING = insert(C).returning(C.c.id, sort_by_parameter_order=True)
+INSERT_CALL_RETURNING = insert(C).returning(C.c.id)  # one call: its id
 INSERT_PAYLOADS = insert(P)
 INSERT_EVENTS = insert(E)
 
@@ -356,21 +357,47 @@ def call_payload(messages: Sequence[Message], response: str | None) -> dict[str,
     }
 
 
+# The key of a call row that settles a call recorded as started (`start_call`): its id. The
+# row then updates that call with what it really used, instead of inserting one.
+CALL_ID = "call_id"
+# What settling a started call writes; the rest (owner, phase, provider, time) it had already.
+SETTLED = ("model", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "cost", "error")
+SETTLE_CALLS = update(C).where(C.c.id == bindparam(CALL_ID))
+
+
+def start_call(conn: Connection, call: dict[str, Any]) -> int:
+    """Write a call about to be sent (`estimated`: its input tokens and cost guessed); its id."""
+    row = {k: v for k, v in call.items() if k != PAYLOAD}
+    return int(conn.execute(INSERT_CALL_RETURNING, {**row, "estimated": True}).scalar_one())
+
+
 def insert_calls(conn: Connection, calls: list[dict[str, Any]]) -> None:
-    """Write call rows; the payloads some of them carry (under PAYLOAD) go to call_payloads."""
-    if not any(PAYLOAD in call for call in calls):
-        conn.execute(INSERT_CALLS, calls)
-        return
-    rows = [{k: v for k, v in call.items() if k != PAYLOAD} for call in calls]
-    ids = conn.execute(INSERT_CALLS_RETURNING, rows).scalars().all()
-    conn.execute(
-        INSERT_PAYLOADS,
-        [
-            {"call_id": call_id, "created_at": call["created_at"], **call[PAYLOAD]}
-            for call_id, call in zip(ids, calls, strict=True)
-            if PAYLOAD in call
-        ],
-    )
+    """Write call rows: settle the started ones (under CALL_ID), insert the others; the
+    payloads some of them carry (under PAYLOAD) go to call_payloads."""
+    settle = [call for call in calls if CALL_ID in call]
+    if settle:
+        conn.execute(
+            SETTLE_CALLS,
+            [
+                {CALL_ID: call[CALL_ID], "estimated": False, **{k: call[k] for k in SETTLED}}
+                for call in settle
+            ],
+        )
+    fresh = [call for call in calls if CALL_ID not in call]
+    ids: list[int] = []
+    if fresh and any(PAYLOAD in call for call in fresh):
+        rows = [{k: v for k, v in call.items() if k != PAYLOAD} for call in fresh]
+        ids = list(conn.execute(INSERT_CALLS_RETURNING, rows).scalars().all())
+    elif fresh:
+        conn.execute(INSERT_CALLS, fresh)
+    owned = [(call[CALL_ID], call) for call in settle] + list(zip(ids, fresh, strict=False))
+    payloads = [
+        {"call_id": call_id, "created_at": call["created_at"], **call[PAYLOAD]}
+        for call_id, call in owned
+        if PAYLOAD in call
+    ]
+    if payloads:
+        conn.execute(INSERT_PAYLOADS, payloads)
 
 
 def add_events(

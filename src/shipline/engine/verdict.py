@@ -1,7 +1,10 @@
 """Read a validator model's answer as a verdict (pure; garbage in, None and the reason out).
 
-The answer may be bare JSON, fenced, or JSON inside prose: the first JSON value that is a
-valid `Verdict` counts. `strip_fence` also serves JSON deliverables (children.json).
+The verdict is the reply's final, whole JSON answer (`providers.structured.final_json`): the
+whole reply, a fenced block that ends it, or an object that ends it after prose with nothing
+verdict-like before it. Never the first verdict-like object anywhere: a validator that echoes
+its prompt must not pass. `strip_fence` serves JSON deliverables (children.json), which must
+be the whole reply, fenced or not.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import re
 
 from pydantic import ValidationError
 
-from shipline.phases.verdict import Verdict
-from shipline.providers.structured import json_values
+from shipline.phases.verdict import VERDICT_SCHEMA, Verdict
+from shipline.providers.structured import answer_keys, final_json
 
+_KEYS = answer_keys(VERDICT_SCHEMA)  # "pass", "objections"
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(?P<body>.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -23,15 +27,15 @@ def strip_fence(text: str) -> str:
 
 def read_verdict(text: str) -> tuple[Verdict | None, str]:
     """(the verdict in `text`, "") or (None, what is wrong: said back to the validator)."""
-    problem: str | None = None
-    for value in json_values(text):
-        try:
-            return Verdict.model_validate(value), ""
-        except ValidationError as exc:
-            problem = problem or "; ".join(
-                f"${''.join(f'.{p}' for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-            )
-    return None, problem or "no JSON value found"
+    value, problem = final_json(text, _KEYS)
+    if problem is not None:
+        return None, problem
+    try:
+        return Verdict.model_validate(value), ""
+    except ValidationError as exc:
+        return None, "; ".join(
+            f"${''.join(f'.{p}' for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
 
 
 def parse_verdict(text: str) -> Verdict | None:

@@ -9,11 +9,14 @@ writes, `cached_tokens` counts cache reads.
 A request's `tools` go out as `tools` (`input_schema`), and the history's tool calls as
 assistant `tool_use` blocks answered by user `tool_result` blocks (see `NativeTools` for when
 they are not sent).
+The reply's body is read and checked here (`read_json_body`, `read_message`), not by the SDK:
+whatever a server answers is a completion or a `ProviderCallError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -21,7 +24,15 @@ import anthropic
 from shipline.config import ProviderSettings
 from shipline.errors import ConfigError
 from shipline.providers.base import Completion, CompletionRequest, Message, ToolCall, as_text
-from shipline.providers.hosted import NativeTools, Redactor, api_key_from_env, map_sdk_error
+from shipline.providers.hosted import (
+    NativeTools,
+    Redactor,
+    Shape,
+    ShapeError,
+    api_key_from_env,
+    exchange,
+    shape_failure,
+)
 from shipline.providers.pricing import call_cost
 from shipline.providers.structured import complete_json
 
@@ -89,52 +100,98 @@ class AnthropicProvider:
                 for m in as_text(messages)
                 if m.role != "system"
             ]
-        try:
-            response = self._client.messages.create(
+        data = exchange(
+            lambda: self._client.messages.with_streaming_response.create(
                 model=self.model,
                 messages=turns,
                 max_tokens=request.max_tokens,
                 **options,
-            )
-        except anthropic.AnthropicError as exc:
-            raise map_sdk_error(
-                exc,
-                anthropic,
-                model=self.model,
-                base_url=self.base_url,
-                timeout_s=self._settings.timeout_s,
-                mask=self._mask,
-            ) from None
-        text = "".join(
-            block.text for block in response.content if getattr(block, "type", "") == "text"
+            ),
+            anthropic,
+            anthropic.AnthropicError,
+            model=self.model,
+            base_url=self.base_url,
+            timeout_s=self._settings.timeout_s,
+            mask=self._mask,
         )
-        calls = tuple(
-            ToolCall(block.id, block.name, dict(block.input))
-            if isinstance(block.input, dict)
-            else ToolCall(block.id, block.name, {}, f"the input of {block.name} is not an object")
-            for block in response.content
-            if getattr(block, "type", "") == "tool_use"
-        )
-        usage = response.usage
-        cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
-        cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
-        input_tokens = usage.input_tokens + cache_read + cache_write
-        model = response.model or self.model
+        try:
+            reply = read_message(data)
+        except ShapeError as exc:
+            raise shape_failure(self.base_url, "a message", data, exc, self._mask) from None
+        model = reply.model or self.model
         return Completion(
-            text=text,
+            text=reply.text,
             model=model,
-            input_tokens=input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=cache_read,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cached_tokens=reply.cached_tokens,
             cost=call_cost(
                 self._settings,
                 model,
-                input_tokens=input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=cache_read,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cached_tokens=reply.cached_tokens,
             ),
-            tool_calls=calls,
+            tool_calls=reply.tool_calls,
         )
+
+    def estimate_cost(self, input_tokens: int) -> float | None:
+        """What `input_tokens` in cost at this entry's price (None: unknown)."""
+        return call_cost(self._settings, self.model, input_tokens=input_tokens, output_tokens=0)
+
+
+@dataclass(frozen=True)
+class MessageReply:
+    """What shipline reads of a Messages API reply (token counts in the OpenAI convention)."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    tool_calls: tuple[ToolCall, ...]
+
+
+def read_message(data: Any) -> MessageReply:
+    """A Messages API reply's JSON, checked field by field (`ShapeError` says where it is
+    wrong). Text blocks are joined; `tool_use` blocks are tool calls; other block types
+    (thinking, …) are skipped. Usage may be missing (counted as 0 tokens)."""
+    body = Shape.object(data, "$")
+    blocks = Shape.items(Shape.required(body, "content", "$"), "$.content")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for i, value in enumerate(blocks):
+        path = f"$.content[{i}]"
+        block = Shape.object(value, path)
+        kind = Shape.text(block.get("type"), f"{path}.type")
+        if kind == "text":
+            texts.append(Shape.text(Shape.required(block, "text", path), f"{path}.text"))
+        elif kind == "tool_use":
+            use_id = Shape.text(block.get("id"), f"{path}.id")
+            name = Shape.text(Shape.required(block, "name", path), f"{path}.name")
+            data_in = block.get("input")
+            calls.append(
+                ToolCall(use_id, name, data_in)
+                if isinstance(data_in, dict)
+                else ToolCall(use_id, name, {}, f"the input of {name} is not an object")
+            )
+    usage = Shape.object(body.get("usage"), "$.usage", optional=True)
+    cache_read = Shape.count(
+        usage.get("cache_read_input_tokens"), "$.usage.cache_read_input_tokens"
+    )
+    cache_write = Shape.count(
+        usage.get("cache_creation_input_tokens"), "$.usage.cache_creation_input_tokens"
+    )
+    return MessageReply(
+        text="".join(texts),
+        model=Shape.model(body.get("model"), "$.model"),
+        input_tokens=Shape.count(usage.get("input_tokens"), "$.usage.input_tokens")
+        + cache_read
+        + cache_write,
+        output_tokens=Shape.count(usage.get("output_tokens"), "$.usage.output_tokens"),
+        cached_tokens=cache_read,
+        tool_calls=tuple(calls),
+    )
 
 
 def _native_turns(messages: Iterable[Message]) -> list[Any]:

@@ -85,12 +85,26 @@ class Provider(Protocol):
     def complete(self, request: CompletionRequest) -> Completion: ...
 
 
+@runtime_checkable
+class Priced(Protocol):
+    """A provider that can price input before a call: what a call in flight is estimated to
+    cost (the HTTP providers at their entry's price, ours at 0). Others' estimates are
+    unknown."""
+
+    def estimate_cost(self, input_tokens: int) -> float | None: ...
+
+
 def estimate_tokens(text: str) -> int:
     """A provider-independent token estimate (about 4 characters a token).
 
     Used for input budgets before a call, and by providers that do not count tokens.
     """
     return math.ceil(len(text) / 4) if text else 0
+
+
+def estimate_input_tokens(messages: Sequence[Message]) -> int:
+    """`estimate_tokens` of a request's messages, their tool calls written out as text."""
+    return sum(estimate_tokens(m.content) for m in as_text(messages))
 
 
 def as_text(messages: Sequence[Message]) -> list[Message]:

@@ -219,6 +219,11 @@ class CircuitBreaker:
             self._trial_out = True
             return True
 
+    def release(self) -> None:
+        """A call that `allow` let through did not go out after all: a trial is free again."""
+        with self._lock:
+            self._trial_out = False
+
     def success(self) -> None:
         with self._lock:
             self._failures = 0
@@ -323,7 +328,9 @@ class Guard:
 
     `complete` raises `ProviderCooling` without calling when the breaker is open, and the
     last `ProviderError` once retries are used up or the error is not worth retrying.
-    Every call that went out is reported to `on_try`.
+    `before_try(retry)` runs right before each call goes out (the engine records the call as
+    started then; if it raises, nothing is sent), and every call that went out is reported to
+    `on_try`.
     """
 
     def __init__(
@@ -344,7 +351,10 @@ class Guard:
         self.limiter = Limiter(self.policy.rpm, self.policy.max_concurrency, self._clock)
 
     def complete(
-        self, request: CompletionRequest, on_try: Callable[[Try], None] | None = None
+        self,
+        request: CompletionRequest,
+        on_try: Callable[[Try], None] | None = None,
+        before_try: Callable[[int], None] | None = None,
     ) -> Completion:
         name = self.provider.name
         retry = 0
@@ -359,6 +369,12 @@ class Guard:
             error: ProviderError | None = None
             completion: Completion | None = None
             with self.limiter.slot():
+                if before_try is not None:
+                    try:
+                        before_try(retry)
+                    except BaseException:
+                        self.breaker.release()  # nothing went out: never leave a trial open
+                        raise
                 started = time.perf_counter()
                 try:
                     completion = self.provider.complete(request)

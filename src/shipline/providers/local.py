@@ -81,6 +81,9 @@ class LocalProvider:
     def model(self) -> str:
         return self._settings.model or self.model_path.stem
 
+    def estimate_cost(self, input_tokens: int) -> float | None:
+        return 0.0
+
     def complete(self, request: CompletionRequest) -> Completion:
         llm, lock = _load(self.model_path, self._settings.n_ctx, self._settings.n_threads)
         kwargs: dict[str, Any] = {

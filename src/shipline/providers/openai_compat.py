@@ -8,12 +8,15 @@ prompt from then on, and the reply is parsed, checked and repaired up to the req
 A request's `tools` go out as `tools` (function definitions), and the history's tool calls as
 an assistant turn's `tool_calls` followed by `role: "tool"` turns (see `NativeTools` for when
 they are not sent).
+The reply's body is read and checked here (`read_json_body`, `read_chat_completion`), not by
+the SDK: whatever a server answers is a completion or a `ProviderCallError`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,7 +26,15 @@ from shipline.config import ProviderSettings
 from shipline.errors import ConfigError
 from shipline.providers.base import Completion, CompletionRequest, Message, ToolCall, as_text
 from shipline.providers.guard import ProviderCallError
-from shipline.providers.hosted import NativeTools, Redactor, api_key_from_env, map_sdk_error
+from shipline.providers.hosted import (
+    NativeTools,
+    Redactor,
+    Shape,
+    ShapeError,
+    api_key_from_env,
+    exchange,
+    shape_failure,
+)
 from shipline.providers.pricing import call_cost
 from shipline.providers.structured import complete_json
 
@@ -100,46 +111,91 @@ class OpenAICompatProvider:
             options["tools"] = [
                 {"type": "function", "function": dict(spec)} for spec in request.tools
             ]
-        try:
-            response = self._client.chat.completions.create(
+        wire = _wire_messages(messages if native else as_text(messages))
+        data = exchange(
+            lambda: self._client.chat.completions.with_streaming_response.create(
                 model=self.model,
-                messages=_wire_messages(messages if native else as_text(messages)),
+                messages=wire,
                 temperature=request.temperature,
                 **options,
-            )
-        except openai.OpenAIError as exc:
-            raise map_sdk_error(
-                exc,
-                openai,
-                model=self.model,
-                base_url=self.base_url,
-                timeout_s=self._settings.timeout_s,
-                mask=self._mask,
-            ) from None
-        message = response.choices[0].message if response.choices else None
-        text = message.content if message else None
-        calls = tuple(_read_call(c) for c in (message.tool_calls or [])) if message else ()
-        usage = response.usage
-        input_tokens = usage.prompt_tokens if usage else 0
-        output_tokens = usage.completion_tokens if usage else 0
-        details = usage.prompt_tokens_details if usage else None
-        cached = (details.cached_tokens or 0) if details else 0
-        model = response.model or self.model
+            ),
+            openai,
+            openai.OpenAIError,
+            model=self.model,
+            base_url=self.base_url,
+            timeout_s=self._settings.timeout_s,
+            mask=self._mask,
+        )
+        try:
+            reply = read_chat_completion(data)
+        except ShapeError as exc:
+            raise shape_failure(self.base_url, "a chat completion", data, exc, self._mask) from None
+        model = reply.model or self.model
         return Completion(
-            text=text or "",
+            text=reply.text,
             model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cached_tokens=reply.cached_tokens,
             cost=call_cost(
                 self._settings,
                 model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cached_tokens=cached,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cached_tokens=reply.cached_tokens,
             ),
-            tool_calls=calls,
+            tool_calls=reply.tool_calls,
         )
+
+    def estimate_cost(self, input_tokens: int) -> float | None:
+        """What `input_tokens` in cost at this entry's price (None: unknown)."""
+        return call_cost(self._settings, self.model, input_tokens=input_tokens, output_tokens=0)
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """What shipline reads of a chat completion."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    tool_calls: tuple[ToolCall, ...]
+
+
+def read_chat_completion(data: Any) -> ChatReply:
+    """A chat completion's JSON, checked field by field (`ShapeError` says where it is wrong).
+
+    The first choice's message counts. Its content may be null (a reply of tool calls only);
+    usage may be missing (counted as 0 tokens); the model may be missing (the configured one).
+    """
+    body = Shape.object(data, "$")
+    choices = Shape.items(Shape.required(body, "choices", "$"), "$.choices")
+    if not choices:
+        raise ShapeError("$.choices is empty")
+    choice = Shape.object(choices[0], "$.choices[0]")
+    message = Shape.object(
+        Shape.required(choice, "message", "$.choices[0]"), "$.choices[0].message"
+    )
+    path = "$.choices[0].message"
+    calls = Shape.items(message.get("tool_calls"), f"{path}.tool_calls")
+    usage = Shape.object(body.get("usage"), "$.usage", optional=True)
+    details = Shape.object(
+        usage.get("prompt_tokens_details"), "$.usage.prompt_tokens_details", optional=True
+    )
+    return ChatReply(
+        text=Shape.text(message.get("content"), f"{path}.content"),
+        model=Shape.model(body.get("model"), "$.model"),
+        input_tokens=Shape.count(usage.get("prompt_tokens"), "$.usage.prompt_tokens"),
+        output_tokens=Shape.count(usage.get("completion_tokens"), "$.usage.completion_tokens"),
+        cached_tokens=Shape.count(
+            details.get("cached_tokens"), "$.usage.prompt_tokens_details.cached_tokens"
+        ),
+        tool_calls=tuple(
+            _read_call(call, f"{path}.tool_calls[{i}]") for i, call in enumerate(calls)
+        ),
+    )
 
 
 def _wire_messages(messages: Sequence[Message]) -> Any:
@@ -163,16 +219,26 @@ def _wire_messages(messages: Sequence[Message]) -> Any:
     return wire
 
 
-def _read_call(call: Any) -> ToolCall:
-    function = getattr(call, "function", None)
+def _read_call(value: Any, path: str) -> ToolCall:
+    """One tool call. Arguments that are not a JSON object make a call that is answered with
+    what is wrong (`ToolCall.error`), not run; a call of the wrong shape is a `ShapeError`."""
+    call = Shape.object(value, path)
+    call_id = Shape.text(call.get("id"), f"{path}.id")
+    function = call.get("function")
     if function is None:  # a custom (non-function) tool call: nothing we offered
-        return ToolCall(call.id, str(getattr(call, "type", "?")), {}, "not a function call")
-    raw = function.arguments or "{}"
+        kind = Shape.text(call.get("type"), f"{path}.type") or "?"
+        return ToolCall(call_id, kind, {}, "not a function call")
+    function = Shape.object(function, f"{path}.function")
+    name = Shape.text(Shape.required(function, "name", f"{path}.function"), f"{path}.function.name")
+    raw = function.get("arguments")
+    if isinstance(raw, dict):  # some servers send the object itself
+        return ToolCall(call_id, name, raw)
+    raw = Shape.text(raw, f"{path}.function.arguments") or "{}"
     try:
         arguments = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         arguments = None
     if not isinstance(arguments, dict):
-        error = f"the arguments of {function.name} are not a JSON object: {raw[:200]}"
-        return ToolCall(call.id, function.name, {}, error)
-    return ToolCall(call.id, function.name, arguments)
+        error = f"the arguments of {name} are not a JSON object: {raw[:200]}"
+        return ToolCall(call_id, name, {}, error)
+    return ToolCall(call_id, name, arguments)

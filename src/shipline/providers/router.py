@@ -2,19 +2,30 @@
 
 The engine calls `Router.complete(tier, request, sensitive=...)` and never names a vendor.
 Each provider sits behind a `Guard` (guard.py) that owns retries, cooldown and rate limits;
-the router only walks the chain and records every call that went out. `Router.bind(tier, …)`
+the router only walks the chain and records every call that went out: `started` hears of
+each call right before it is sent (an estimate: its input tokens counted from the prompt,
+priced at the provider's input price), `record` once it answered or failed (what it really
+used), both with the same `CallRecord.key`. `Router.bind(tier, …)`
 gives the router as a `Provider` (a fallback chain that is itself a model), for code that takes
 any provider, such as the built-in agent loop.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from shipline.errors import ConfigError, ProviderError
-from shipline.providers.base import Completion, CompletionRequest, Message, Provider
+from shipline.providers.base import (
+    Completion,
+    CompletionRequest,
+    Message,
+    Priced,
+    Provider,
+    estimate_input_tokens,
+)
 from shipline.providers.guard import Clock, Guard, GuardPolicy, ProviderCooling, Try
 
 
@@ -35,6 +46,10 @@ class CallRecord:
     # What was sent and what came back (None: the call failed), for `call_payloads`.
     messages: tuple[Message, ...] = ()
     response: str | None = None
+    # One call's started record (an estimate, before it is sent) and its settled record (after)
+    # share a key, unique in this process.
+    key: int = 0
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class Router:
         record: Callable[[CallRecord], None] | None = None,
         before_call: Callable[[], None] | None = None,
         after_call: Callable[[], None] | None = None,
+        started: Callable[[CallRecord], None] | None = None,
     ) -> RoutedProvider:
         """This router as a `Provider` bound to one tier and one piece of work's policy: see
         `RoutedProvider`."""
@@ -140,6 +156,7 @@ class Router:
             record=record,
             before_call=before_call,
             after_call=after_call,
+            started=started,
         )
 
     def guard(self, provider: str) -> Guard:
@@ -153,8 +170,10 @@ class Router:
         *,
         sensitive: bool = False,
         record: Callable[[CallRecord], None] | None = None,
+        started: Callable[[CallRecord], None] | None = None,
     ) -> RoutedCompletion:
-        """Try each provider of the tier in order. Every call that went out is passed to `record`.
+        """Try each provider of the tier in order. Every call that went out is passed to `record`,
+        and to `started` first, right before it is sent.
 
         A provider that is cooling down is skipped without a call. Raises `ConfigError` before
         any call when the tier cannot serve the request, and `ProviderError` naming every
@@ -164,11 +183,9 @@ class Router:
         reasons: list[str] = []
         retryable = False
         for index, (name, provider) in enumerate(entries):
-            fallback = index > 0
-            model = str(getattr(provider, "model", ""))
-            on_try = _recorder(record, tier, fallback, model, request.messages)
+            tries = _Tries(provider, tier, index > 0, request.messages, record, started)
             try:
-                completion = self._guards[name].complete(request, on_try)
+                completion = self._guards[name].complete(request, tries.settled, tries.started)
             except ProviderCooling as exc:
                 reasons.append(f"{name}: skipped, {exc}")
                 retryable = True
@@ -177,7 +194,7 @@ class Router:
                 reasons.append(f"{name}: {exc}")
                 retryable = retryable or exc.retryable
                 continue
-            return RoutedCompletion(completion, name, tier, fallback)
+            return RoutedCompletion(completion, name, tier, index > 0)
         raise ProviderError(
             f"every provider of tier {tier!r} failed: " + "; ".join(reasons), retryable=retryable
         )
@@ -189,7 +206,8 @@ class RoutedProvider:
     call that went out to `record`, and returns the completion that answered.
 
     `before_call` runs before each call and refuses it by raising (the engine's budget check);
-    `after_call` runs after each answered call (the engine writes the recorded calls then).
+    `after_call` runs after each answered call (the engine writes the recorded calls then);
+    `started` hears of each call right before it is sent (see `Router.complete`).
     `in_house` is True when nothing it sends can leave the house: sensitive work, or a tier of
     in-house providers only.
     """
@@ -205,9 +223,11 @@ class RoutedProvider:
         record: Callable[[CallRecord], None] | None = None,
         before_call: Callable[[], None] | None = None,
         after_call: Callable[[], None] | None = None,
+        started: Callable[[CallRecord], None] | None = None,
     ) -> None:
         self.router, self.tier, self.sensitive = router, tier, sensitive
         self.record, self.before_call, self.after_call = record, before_call, after_call
+        self.started = started
         chain = router._tiers.get(tier, [])
         self.in_house = sensitive or all(router._providers[n].in_house for n in chain)
 
@@ -215,40 +235,78 @@ class RoutedProvider:
         if self.before_call is not None:
             self.before_call()
         routed = self.router.complete(
-            self.tier, request, sensitive=self.sensitive, record=self.record
+            self.tier, request, sensitive=self.sensitive, record=self.record, started=self.started
         )
         if self.after_call is not None:
             self.after_call()
         return routed.completion
 
 
-def _recorder(
-    record: Callable[[CallRecord], None] | None,
-    tier: str,
-    fallback: bool,
-    model: str,
-    messages: tuple[Message, ...],
-) -> Callable[[Try], None] | None:
-    if record is None:
-        return None
+_keys = itertools.count(1)  # CallRecord keys: next() is atomic under the GIL
 
-    def on_try(t: Try) -> None:
+
+class _Tries:
+    """The records of one chain entry's tries: `started` before each goes out, `settled` after.
+
+    The guard makes one try at a time, so the key of the try in flight is all it keeps.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        tier: str,
+        fallback: bool,
+        messages: tuple[Message, ...],
+        record: Callable[[CallRecord], None] | None,
+        started: Callable[[CallRecord], None] | None,
+    ) -> None:
+        self.provider, self.tier, self.fallback, self.messages = provider, tier, fallback, messages
+        self.model = str(getattr(provider, "model", ""))
+        self.record, self.on_start = record, started
+        self.key = 0
+
+    def started(self, retry: int) -> None:
+        self.key = next(_keys)
+        if self.on_start is None:
+            return
+        tokens = estimate_input_tokens(self.messages)
+        cost = self.provider.estimate_cost(tokens) if isinstance(self.provider, Priced) else None
+        self.on_start(
+            CallRecord(
+                provider=self.provider.name,
+                model=self.model,
+                tier=self.tier,
+                input_tokens=tokens,
+                output_tokens=0,
+                cached_tokens=0,
+                latency_ms=0.0,
+                cost=cost,
+                fallback=self.fallback,
+                error=None,
+                messages=self.messages,
+                key=self.key,
+                estimated=True,
+            )
+        )
+
+    def settled(self, t: Try) -> None:
+        if self.record is None:
+            return
         done = t.completion or getattr(t.error, "usage", None)
-        record(
+        self.record(
             CallRecord(
                 provider=t.provider,
-                model=done.model if done else model,
-                tier=tier,
+                model=done.model if done else self.model,
+                tier=self.tier,
                 input_tokens=done.input_tokens if done else 0,
                 output_tokens=done.output_tokens if done else 0,
                 cached_tokens=done.cached_tokens if done else 0,
                 latency_ms=t.latency_ms,
                 cost=done.cost if done else 0.0,
-                fallback=fallback,
+                fallback=self.fallback,
                 error=None if t.error is None else str(t.error),
-                messages=messages,
+                messages=self.messages,
                 response=t.completion.text if t.completion else None,
+                key=self.key,
             )
         )
-
-    return on_try

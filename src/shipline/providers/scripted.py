@@ -164,3 +164,7 @@ class ScriptedProvider:
                 else 0.0
             ),
         )
+
+    def estimate_cost(self, input_tokens: int) -> float | None:
+        """What `input_tokens` cost at the entry's input price (0 without prices)."""
+        return input_tokens * self._prices[0] / 1_000_000 if self._prices else 0.0

@@ -1,9 +1,16 @@
-"""JSON output from any provider: ask for it, find it in the reply, check it, ask again.
+"""JSON output from any provider: ask for it, read it from the reply, check it, ask again.
 
 Providers with native structured output still have their reply parsed, because servers that
 claim the OpenAI API do not all honour `response_format`. The schema check covers the subset
 verdicts and plans use (type, required, properties, items, enum); it is not a full JSON Schema
 validator.
+
+The answer is the reply's final, whole JSON value (`final_json`), never the first one found:
+a reply that quotes or echoes its prompt must not answer with the prompt's examples. The
+reply is one JSON value; or it ends with a fenced block that holds one whole JSON value; or it
+ends with a JSON object or array after prose. In the last two cases nothing before the answer
+may look like an answer (a JSON object with one of the schema's keys, even nested in another
+value): a reply that holds two answers holds none.
 
 Asking again is one layer, whoever drives it. A provider called on its own repairs its reply
 (`CompletionRequest.json_repairs`). The engine asks with `json_repairs=None`: one call, the
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from shipline.providers.base import Completion, Message
@@ -64,9 +71,8 @@ def schema_problems(value: Any, schema: dict[str, Any], path: str = "$") -> list
 
 
 def json_values(text: str) -> Iterator[Any]:
-    """Every JSON object or array in `text`, in the order worth trying: fenced blocks first,
-    then the whole text, scanned from each `{` or `[` that is not inside a value already found
-    (an object nested in a rejected answer is not an answer)."""
+    """Every JSON object or array in `text`: fenced blocks first, then the whole text, scanned
+    from each `{` or `[` that is not inside a value already found."""
     decoder = json.JSONDecoder()
     for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
         start = 0
@@ -83,15 +89,94 @@ def json_values(text: str) -> Iterator[Any]:
             start = end
 
 
+def final_json(text: str, keys: Collection[str]) -> tuple[Any, str | None]:
+    """The reply's final, whole JSON answer, or (None, what is wrong: said back to the model).
+
+    `keys` are the answer's own keys (a schema's properties): a JSON object before the final
+    value that has one of them is an earlier answer, and makes the reply ambiguous.
+    """
+    reply = text.strip()
+    if not reply:
+        return None, "the reply is empty"
+    try:
+        return json.loads(reply), None  # the whole reply is the answer
+    except (ValueError, RecursionError):
+        pass
+    if reply.endswith("```"):
+        opening = reply.rfind("```", 0, len(reply) - 3)
+        if opening < 0:
+            return None, "the reply ends with ``` but opens no fenced block"
+        body = _FENCE_INFO.sub("", reply[opening + 3 : -3], count=1).strip()
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return None, f"the final fenced block is not one whole JSON value ({exc})"
+        before = reply[:opening]
+    else:
+        found = _trailing_value(reply)
+        if found is None:
+            if next(json_values(reply), None) is not None:
+                return None, (
+                    "the JSON is not the final element of the reply: end the reply with it, "
+                    "with nothing after it"
+                )
+            return None, "no JSON value found"
+        value, start = found
+        before = reply[:start]
+    earlier = next((v for v in json_values(before) if _looks_like_answer(v, keys)), None)
+    if earlier is not None:
+        return None, (
+            "the reply holds more than one JSON answer (an earlier one: "
+            f"{json.dumps(earlier)[:80]}): reply with exactly one, at the end"
+        )
+    return value, None
+
+
+_FENCE_INFO = re.compile(r"^[A-Za-z0-9_+-]*[ \t]*\n")
+
+
+def _trailing_value(reply: str) -> tuple[Any, int] | None:
+    """The outermost JSON object or array that ends where `reply` ends, and where it starts."""
+    if reply[-1] not in "}]":
+        return None
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(reply):
+        if char not in "{[":
+            continue
+        try:
+            value, end = decoder.raw_decode(reply, start)
+        except (ValueError, RecursionError):
+            continue
+        if end == len(reply):
+            return value, start
+    return None
+
+
+def _looks_like_answer(value: Any, keys: Collection[str]) -> bool:
+    """Is `value`, or any value inside it, an object with one of the answer's `keys`?"""
+    if isinstance(value, dict):
+        return any(k in value for k in keys) or any(
+            _looks_like_answer(v, keys) for v in value.values()
+        )
+    if isinstance(value, list):
+        return any(_looks_like_answer(v, keys) for v in value)
+    return False
+
+
+def answer_keys(schema: dict[str, Any]) -> tuple[str, ...]:
+    """The keys an answer to `schema` has (its top-level properties)."""
+    return tuple(schema.get("properties", {}))
+
+
 def parse_json(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """The first JSON value in `text` that fits `schema`, or (None, what went wrong)."""
-    first_problem: str | None = None
-    for value in json_values(text):
-        problems = schema_problems(value, schema)
-        if not problems:
-            return value, None
-        first_problem = first_problem or "; ".join(problems[:5])
-    return None, first_problem or "no JSON value found"
+    """The reply's final, whole JSON value if it fits `schema`, or (None, what went wrong)."""
+    value, problem = final_json(text, answer_keys(schema))
+    if problem is not None:
+        return None, problem
+    problems = schema_problems(value, schema)
+    if problems:
+        return None, "; ".join(problems[:5])
+    return value, None
 
 
 def reask(messages: list[Message], reply: str, problem: str) -> list[Message]:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -234,6 +235,10 @@ class Call(Base):
     cost: Mapped[float | None] = mapped_column(Float, default=None)  # None: price unknown
     fallback: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # True while the call is in flight: written before it is sent, with its input tokens
+    # estimated, and settled with what it really used once it answers. A call whose worker
+    # died before that stays an estimate, and the bill and the budgets count it as one.
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     __table_args__ = (
