@@ -231,11 +231,14 @@ def run_argv(
     *,
     input: str | None = None,
     kill_grace_s: float = KILL_GRACE_S,
+    errors: str | None = None,
 ) -> Finished:
     """Run `argv` (no shell) in `cwd`; kill its process group at `timeout_s`.
 
     stdin is `input`, else nothing (a command never waits on shipline's terminal). A missing
-    executable raises FileNotFoundError, for the caller to name what to install.
+    executable raises FileNotFoundError, for the caller to name what to install. `errors`
+    (e.g. "surrogateescape") reads the output as UTF-8 with that error handler, so output
+    that is not text (a blob's bytes) can be turned back into its exact bytes.
     """
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -246,6 +249,8 @@ def run_argv(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8" if errors else None,
+        errors=errors,
         start_new_session=True,
     )
     timed_out = False
