@@ -12,6 +12,7 @@ from shipline.api.views import (
     AttemptView,
     CallView,
     ChildView,
+    ContextView,
     EventView,
     MergeView,
     PhaseView,
@@ -146,6 +147,7 @@ def _attempt(attempt: m.Attempt) -> AttemptView:
             if verdict is not None
             else None
         ),
+        context=ContextView.of(attempt.context),
     )
 
 

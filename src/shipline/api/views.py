@@ -64,6 +64,43 @@ class VerdictView(View):
     objections: list[str]
 
 
+class ContextFileView(View):
+    """A repository file a prompt showed: whole, or as its symbol outline."""
+
+    path: str
+    mode: str  # whole | outline
+    tokens: int
+
+
+class ContextMapView(View):
+    files: int  # files listed, each with its top-level symbols
+    symbols: int
+    tokens: int
+    left_out: int  # lower-ranked files cut to fit the budget
+
+
+class ContextView(View):
+    """The repository context an attempt's prompt got (docs/phases.md, Repository context)."""
+
+    source: str | None  # "main at 3f2a1b0c9d", "the ticket's worktree at …"; None: no repo
+    reason: str | None  # why it is empty: not a git repository, no room in the budget, …
+    room: int  # the tokens it was allowed
+    tokens: int  # the tokens it took
+    map: ContextMapView
+    files: list[ContextFileView]
+    cut: list[str]  # wanted files shown as an outline or left out
+
+    @classmethod
+    def of(cls, record: object) -> ContextView | None:
+        """The view of an attempt's stored record; None for none (or one it cannot read)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls.model_validate(record)
+        except ValueError:  # pydantic's ValidationError: a record written by another version
+            return None
+
+
 class AttemptView(View):
     number: int
     worker: str  # the lease owner, or "human" for `approve`
@@ -71,6 +108,7 @@ class AttemptView(View):
     chars: int
     created_at: Timestamp
     verdict: VerdictView | None  # None: not judged yet
+    context: ContextView | None  # None: the phase declares no repository context
 
 
 class PhaseView(View):

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from shipline.errors import StoreError
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 # The PostgreSQL advisory lock held while migrating ("SHIPLINE" in ASCII, a signed 64-bit key).
 MIGRATION_LOCK = 0x5348_4950_4C49_4E45
 
