@@ -100,6 +100,29 @@ def test_a_folder_without_git_or_without_a_commit_has_an_empty_context(tmp_path:
     assert fitted.text == "" and fitted.record["reason"] == empty.reason
 
 
+def test_blobs_come_back_byte_for_byte_and_a_binary_file_is_never_shown(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    latin = "caf\u00e9 = 1\n".encode("latin-1")  # not UTF-8
+    binary = bytes(range(256)) * 4
+    (root / "legacy.py").write_bytes(latin)
+    (root / "logo.png").write_bytes(binary)
+    (root / "app.py").write_text("def run():\n    pass\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "files")
+    entries = {entry.path: entry for entry in Git(root).tree("main")}
+    assert set(entries) == {"app.py", "legacy.py", "logo.png"}
+    assert entries["logo.png"].size == len(binary)
+    blobs = Git(root).blobs([entries["legacy.py"].sha, entries["logo.png"].sha])
+    assert blobs == {entries["legacy.py"].sha: latin, entries["logo.png"].sha: binary}
+    found = candidates(root, "run breaks on logo.png and legacy.py", kind="named")
+    assert set(found.missing) == {"legacy.py", "logo.png"} and found.files == ()
+    fitted = fit(found, 1000, estimate_tokens)
+    assert "<source" not in fitted.text and set(fitted.record["cut"]) == set(found.missing)
+    assert "[cut: logo.png is not shown: not UTF-8 text, or over 256 KiB]" in fitted.text
+
+
 def test_the_budget_cut_is_reported_and_never_cuts_a_file_in_the_middle() -> None:
     body = "    y = x * 2\n    z = y - 1\n    if z > 10:\n        z = 10\n"
     big = "\n".join(f"def step_{n}(x):\n{body}    return z + {n}\n" for n in range(20))

@@ -112,9 +112,14 @@ def fit(candidates: Candidates, room: int, count: Count) -> Fitted:
     cut: list[str] = list(candidates.missing)
     shown: set[str] = set()
     files_room = int(room * FILES_SHARE) if candidates.ranked else room
-    if candidates.files:
+    if candidates.files or candidates.missing:
         pieces.append(FILES_HEADING)
         used += count(FILES_HEADING + "\n")
+    for path in candidates.missing:
+        note = f"[cut: {path} is not shown: not UTF-8 text, or over 256 KiB]"
+        if used + count(note + "\n") <= files_room:
+            pieces.append(note)
+            used += count(note + "\n")
     for source in candidates.files:
         whole = f'<source path="{source.path}">\n{source.text.rstrip()}\n</source>'
         whole_tokens = count(whole + "\n")
