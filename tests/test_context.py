@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Project, git
 from second_repo import FILES, OVERDRAFT_HOTFIX, ledger_project, write_ledger_repo
-from shipline.context.cache import TagCache
+from shipline.context.cache import TagCache, forget
 from shipline.context.fit import MAP_HEADING, Candidates, SourceFile, fit
 from shipline.context.repository import Revision, gather, nearby_tests
 from shipline.context.tags import parse_tags
@@ -82,7 +82,9 @@ def test_a_second_build_reads_every_file_s_tags_from_the_cache(tmp_path: Path) -
     root = ledger_repo(tmp_path / "ledger")
     path = root / ".shipline" / "context" / "tags.json"
     first, second = TagCache(path), TagCache(path)
+    forget()  # nothing in this process's memory: the first build parses every file
     gather("map", Git(root), [Revision("main", "main")], first, "x", {})
+    forget()  # … and the second reads them from the file
     gather("map", Git(root), [Revision("main", "main")], second, "x", {})
     assert first.misses == 8 and first.hits == 0  # the Python, JavaScript and Go files
     assert second.hits == 8 and second.misses == 0

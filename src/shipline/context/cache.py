@@ -1,9 +1,10 @@
 """The tags cache: each file's tags, keyed by its git blob sha, in `.shipline/context/tags.json`.
 
 A blob sha names the content, so a cached entry is right for any path, branch or worktree
-that holds the same bytes, and never stale. The cache is only an optimisation: a missing,
-unreadable, corrupt or older-version file is an empty cache, and a cache that cannot be
-written is left as it was. Entries the last build did not use are dropped once they
+that holds the same bytes, and never stale. A process also keeps the tags it read in memory,
+so a worker's next prompt does not read the file again. The cache is only an optimisation:
+a missing, unreadable, corrupt or older-version file is an empty cache, and a cache that
+cannot be written is left as it was. Entries the last build did not use are dropped once they
 outnumber the used ones twice over, so the file follows the repository and does not grow
 for ever.
 """
@@ -21,10 +22,18 @@ from .tags import TAGS_VERSION, FileTags
 
 CACHE_PATH = Path(STATE_DIR) / "context" / "tags.json"
 KEEP_UNUSED = 2  # unused entries kept, as a multiple of the used ones
+MEMORY_ENTRIES = 50_000  # tags kept in the process between prompts (a worker's next prompt)
+_memory: dict[str, FileTags] = {}
+
+
+def forget() -> None:
+    """Drop the tags this process keeps in memory (the file is untouched)."""
+    _memory.clear()
 
 
 class TagCache:
-    """Tags by `<blob sha>:<language>`, loaded on first use and saved when changed."""
+    """Tags by `<blob sha>:<language>`: from this process's memory, else from the file (read on
+    first need), else parsed by the caller and `put`; the file is saved when it changed."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -49,15 +58,17 @@ class TagCache:
 
     def get(self, sha: str, language: str) -> FileTags | None:
         key = f"{sha}:{language}"
-        raw = self._load().get(key)
-        if raw is None:
-            self.misses += 1
-            return None
-        try:
-            tags = FileTags.from_json(raw)
-        except (KeyError, TypeError, ValueError):
-            self.misses += 1
-            return None
+        tags = _memory.get(key)
+        if tags is None:
+            raw = self._load().get(key)
+            try:
+                tags = FileTags.from_json(raw) if raw is not None else None
+            except (KeyError, TypeError, ValueError):
+                tags = None
+            if tags is None:
+                self.misses += 1
+                return None
+            _remember(key, tags)
         self._used.add(key)
         self.hits += 1
         return tags
@@ -65,6 +76,7 @@ class TagCache:
     def put(self, sha: str, language: str, tags: FileTags) -> None:
         key = f"{sha}:{language}"
         self._load()[key] = tags.as_json()
+        _remember(key, tags)
         self._used.add(key)
         self._dirty = True
 
@@ -73,6 +85,9 @@ class TagCache:
         if not self._dirty or self.path is None or self._entries is None:
             return
         entries = self._entries
+        for key in self._used:  # tags this process had in memory but the file lost
+            if key not in entries and key in _memory:
+                entries[key] = _memory[key].as_json()
         unused = [key for key in entries if key not in self._used]
         if len(unused) > KEEP_UNUSED * len(self._used):
             entries = {key: entries[key] for key in self._used}
@@ -81,3 +96,9 @@ class TagCache:
         except OSError:
             return
         self._dirty = False
+
+
+def _remember(key: str, tags: FileTags) -> None:
+    if len(_memory) >= MEMORY_ENTRIES:
+        _memory.clear()
+    _memory[key] = tags

@@ -89,16 +89,26 @@ def rank_files(
         for name in tags[path].names:
             definers.setdefault(name, []).append(path)
     edges: dict[str, dict[str, float]] = {}
+    factors: dict[str, float] = {}  # a name's multiplier, worked out once
     for source in nodes:
+        out: dict[str, float] = {}
         for name, count in tags[source].refs.items():
             targets = definers.get(name)
-            if not targets or len(targets) > GENERIC_DEFINERS:
+            if targets is None:
                 continue
-            weight = math.sqrt(count) * _multiplier(name, idents, len(targets))
-            out = edges.setdefault(source, {})
+            factor = factors.get(name)
+            if factor is None:
+                generic = len(targets) > GENERIC_DEFINERS
+                factor = 0.0 if generic else _multiplier(name, idents, len(targets))
+                factors[name] = factor
+            if not factor:
+                continue
+            weight = factor * math.sqrt(count)
             for target in targets:
                 if target != source:
                     out[target] = out.get(target, 0.0) + weight
+        if out:
+            edges[source] = out
     restart = _restart(nodes, set(mentioned_files), idents, definers)
     ranks = pagerank(nodes, edges, restart)
     return sorted(ranks.items(), key=lambda item: (-item[1], item[0]))

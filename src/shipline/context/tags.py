@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -99,10 +99,10 @@ class FileTags:
 
     symbols: tuple[Symbol, ...]
     refs: dict[str, int]
+    names: frozenset[str] = field(init=False, compare=False, repr=False)  # the symbols' names
 
-    @property
-    def names(self) -> set[str]:
-        return {symbol.name for symbol in self.symbols}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(symbol.name for symbol in self.symbols))
 
     def as_json(self) -> dict[str, Any]:
         return {"symbols": [s.as_json() for s in self.symbols], "refs": self.refs}
