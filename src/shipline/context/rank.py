@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import PurePosixPath
 
 from .tags import FileTags
 
@@ -44,7 +43,7 @@ def named_paths(text: str, paths: Iterable[str]) -> list[str]:
     exact = set(known)
     by_name: dict[str, list[str]] = {}
     for path in known:
-        by_name.setdefault(PurePosixPath(path).name, []).append(path)
+        by_name.setdefault(path.rpartition("/")[2], []).append(path)
     found: dict[str, None] = {}
     for raw in _PATHISH.findall(text):
         token = raw.replace("\\", "/").lstrip("/").removeprefix("./")
