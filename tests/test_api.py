@@ -82,6 +82,7 @@ NESTED_SHAPES = {
         "state": "string",
         "account": "string",
         "judge_runs": "array<JudgeRunView>",
+        "context": "ContextView|null",
     },
     "JudgeRunView": {
         "purpose": "string",
@@ -92,6 +93,22 @@ NESTED_SHAPES = {
         "duration_s": "number",
         "log_path": "string",
     },
+    "ContextView": {
+        "source": "string|null",
+        "reason": "string|null",
+        "room": "integer",
+        "tokens": "integer",
+        "map": "ContextMapView",
+        "files": "array<ContextFileView>",
+        "cut": "array<string>",
+    },
+    "ContextMapView": {
+        "files": "integer",
+        "symbols": "integer",
+        "tokens": "integer",
+        "left_out": "integer",
+    },
+    "ContextFileView": {"path": "string", "mode": "string", "tokens": "integer"},
     "VerdictView": {"passed": "boolean", "source": "string", "objections": "array<string>"},
     "CallView": {
         "phase": "string",

@@ -269,7 +269,7 @@ def test_scripted_call_without_a_rule_hands_off_naming_the_request(sqlite_projec
 def test_budget_truncates_inputs_to_their_outline(sqlite_project: Project) -> None:
     feature = demo_ticket("feature")
     with (sqlite_project.root / "shipline.toml").open("a") as toml:
-        toml.write("\n[phases.plan]\ninput_token_budget = 420\n")
+        toml.write("\n[phases.plan]\ninput_token_budget = 460\n")
     ticket_id = sqlite_project.add("feature", feature["title"], feature["body"])
     sqlite_project.cli("run")
     plan = phases(sqlite_project.show(ticket_id))["plan"]

@@ -63,6 +63,10 @@ PLAN = f"""\
 1. D1: add the flag.
 2. D2: keep the default output.
 
+## Files
+- `greet/cli.py`: the flag and its output.
+- tests/test_shout.py (new)
+
 ## Test matrix
 | Requirement | Case | input | expected |
 |---|---|---|---|
@@ -296,6 +300,31 @@ def test_a_matrix_without_requirement_and_case_columns_is_refused() -> None:
     plan = PLAN.replace("| Requirement | Case |", "| What | Kind |")
     assert objections("plan", plan, spec_md=SPEC, design_md=DESIGN) == [
         "plan.md has no table under '## Test matrix' with a 'requirement' and a 'case' column"
+    ]
+
+
+def test_a_plan_names_the_files_it_touches() -> None:
+    from shipline.phases.plan import listed_files
+
+    assert listed_files(PLAN.split("## Files")[1].split("##")[0]) == [
+        "greet/cli.py",
+        "tests/test_shout.py",
+    ]
+    unnamed = PLAN.replace("- `greet/cli.py`: the flag and its output.\n", "").replace(
+        "- tests/test_shout.py (new)\n", "The cli module.\n"
+    )
+    assert objections("plan", unnamed, spec_md=SPEC, design_md=DESIGN) == [
+        "plan.md lists no file under '## Files' (write one line per file: "
+        "'- path/to/module.py: what changes')"
+    ]
+    outside = PLAN.replace("- tests/test_shout.py (new)", "- ../other/cli.py")
+    assert objections("plan", outside, spec_md=SPEC, design_md=DESIGN) == [
+        "plan.md '## Files': file path '../other/cli.py' leaves the repository ('..' is not "
+        "allowed)"
+    ]
+    missing = PLAN.split("## Files")[0] + "## Test matrix" + PLAN.split("## Test matrix")[1]
+    assert objections("plan", missing, spec_md=SPEC, design_md=DESIGN) == [
+        "plan.md is missing the section '## Files'"
     ]
 
 

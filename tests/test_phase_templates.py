@@ -117,8 +117,8 @@ def test_fixed_prompt_text_fits_the_small_default_model(name: str) -> None:
     [
         ("discovery", ["## Summary", "## Requirements", "- **R1**:", "Acceptance:"]),
         ("techspec", ["## Components", "- **D1** (R1, R2):", "Every requirement"]),
-        ("plan", ["## Steps", "1. D1:", "## Test matrix", "| requirement | case |",
-                  "success, failure or edge"]),
+        ("plan", ["## Steps", "1. D1:", "## Files", "- path/to/module.py:", "## Test matrix",
+                  "| requirement | case |", "success, failure or edge"]),
         ("diagnose", ["## Reproduction", "## Root cause", "## Fix plan", "## Regression test"]),
         ("tests", ["### File: tests/test_example.py", "```python", "test_r1_"]),
         ("implement", ["### File: path/to/module.py", "locked"]),

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any, *, indent: int = 1) -> None:
-    """Write `data` as JSON (UTF-8, non-ASCII kept) to `path`, creating its folder."""
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 1) -> None:
+    """Write `data` as JSON (UTF-8, non-ASCII kept) to `path`, creating its folder; `indent`
+    None writes it on one line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")

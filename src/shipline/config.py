@@ -89,6 +89,9 @@ class PhaseSettings(_Strict):
     validator: bool = True  # ask the validator model after the deterministic checks pass
     max_attempts: int = Field(default=3, ge=1)
     input_token_budget: int = Field(default=3000, ge=200)
+    # The most tokens of the budget the repository context may take (docs/config.md
+    # [context]); unset: [context] share of the budget; 0: no repository context.
+    context_tokens: int | None = Field(default=None, ge=0)
     max_output_tokens: int = Field(default=768, ge=16)
     # Code phases (tests, implement, fix-ci) only. Empty: one completion whose file blocks are
     # applied. "builtin": the built-in agent loop on this phase's tier. Any other value names an
@@ -98,6 +101,14 @@ class PhaseSettings(_Strict):
     # `### Edit:` SEARCH/REPLACE blocks, a whole-file block only creates; "whole": whole-file
     # blocks may also replace existing files. See docs/phases.md#edits.
     edit_format: Literal["search-replace", "whole"] = "search-replace"
+
+
+class ContextSettings(_Strict):
+    """`[context]`: what a phase sees of the repository besides its inputs (docs/phases.md)."""
+
+    # The share of each phase's input_token_budget that its repository context may take, at
+    # most; the context only fills the room the rest of the prompt leaves.
+    share: float = Field(default=0.5, ge=0, le=0.9)
 
 
 class ValidatorSettings(_Strict):
@@ -226,6 +237,7 @@ class Settings(_Strict):
     routes: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     phases: dict[str, PhaseSettings] = Field(default_factory=dict)
     validator: ValidatorSettings = ValidatorSettings()
+    context: ContextSettings = ContextSettings()
     worker: WorkerSettings = WorkerSettings()
     calls: CallSettings = CallSettings()
     budgets: BudgetSettings = BudgetSettings()
@@ -261,6 +273,13 @@ class Settings(_Strict):
         """May this ticket reach only in-house providers? Its flag, or its lane's policy."""
         policy = self.lanes.get(str(lane))  # type: ignore[call-overload]
         return sensitive or (policy is not None and policy.in_house_only)
+
+    def context_tokens(self, phase: str) -> int:
+        """The most tokens the phase's repository context may take."""
+        settings = self.phase(phase)
+        if settings.context_tokens is not None:
+            return min(settings.context_tokens, settings.input_token_budget)
+        return int(settings.input_token_budget * self.context.share)
 
     def tier_for(self, phase: str) -> str:
         return self.phase(phase).tier or DEFAULT_PHASE_TIERS.get(phase, "mid")

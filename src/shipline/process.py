@@ -231,13 +231,18 @@ def run_argv(
     *,
     input: str | None = None,
     kill_grace_s: float = KILL_GRACE_S,
+    errors: str | None = None,
 ) -> Finished:
     """Run `argv` (no shell) in `cwd`; kill its process group at `timeout_s`.
 
     stdin is `input`, else nothing (a command never waits on shipline's terminal). A missing
-    executable raises FileNotFoundError, for the caller to name what to install.
+    executable raises FileNotFoundError, for the caller to name what to install. `errors`
+    (e.g. "surrogateescape") reads the output as UTF-8 with that error handler and leaves
+    line endings as they are, so output that is not text (a blob's bytes) can be turned back
+    into its exact bytes (`.encode("utf-8", "surrogateescape")`).
     """
     started = time.monotonic()
+    raw = errors is not None  # decoded below, without text mode's newline translation
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -245,12 +250,13 @@ def run_argv(
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        text=not raw,
         start_new_session=True,
     )
     timed_out = False
+    sent: Any = input.encode("utf-8") if raw and input is not None else input
     try:
-        stdout, stderr = proc.communicate(input, timeout=timeout_s)
+        stdout, stderr = proc.communicate(sent, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_group(proc, kill_grace_s)
@@ -266,6 +272,9 @@ def run_argv(
         _kill_group(proc, 0.0)
         proc.wait()
         raise
+    if errors is not None:
+        stdout = (stdout or b"").decode("utf-8", errors)
+        stderr = (stderr or b"").decode("utf-8", errors)
     return Finished(
         argv=tuple(argv),
         returncode=proc.returncode,

@@ -14,6 +14,7 @@ from shipline.api.views import (
     AttemptView,
     CallView,
     ChildView,
+    ContextView,
     EventView,
     JudgeRunView,
     MergeView,
@@ -194,6 +195,7 @@ def _attempt(
         state=attempt_state(step.phase, human, verdict, runs, step.status, ticket.status),
         account=attempt_account(human, verdict, runs),
         judge_runs=runs,
+        context=ContextView.of(attempt.context),
     )
 
 

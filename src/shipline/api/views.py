@@ -84,6 +84,43 @@ class JudgeRunView(View):
         return self.exit_code == 0 and not self.timed_out
 
 
+class ContextFileView(View):
+    """A repository file a prompt showed: whole, or as its symbol outline."""
+
+    path: str
+    mode: str  # whole | outline
+    tokens: int
+
+
+class ContextMapView(View):
+    files: int  # files listed, each with its top-level symbols
+    symbols: int
+    tokens: int
+    left_out: int  # lower-ranked files cut to fit the budget
+
+
+class ContextView(View):
+    """The repository context an attempt's prompt got (docs/phases.md, Repository context)."""
+
+    source: str | None  # "main at 3f2a1b0c9d", "the ticket's worktree at …"; None: no repo
+    reason: str | None  # why it is empty: not a git repository, no room in the budget, …
+    room: int  # the tokens it was allowed
+    tokens: int  # the tokens it took
+    map: ContextMapView
+    files: list[ContextFileView]
+    cut: list[str]  # wanted files shown as an outline or left out
+
+    @classmethod
+    def of(cls, record: object) -> ContextView | None:
+        """The view of an attempt's stored record; None for none (or one it cannot read)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls.model_validate(record)
+        except ValueError:  # pydantic's ValidationError: a record written by another version
+            return None
+
+
 class AttemptView(View):
     number: int
     worker: str  # the lease owner, or "human" for `approve`
@@ -97,6 +134,7 @@ class AttemptView(View):
     # Each judge in turn: `checks ok · judge red (exit 1, 2.1 s) · validator passed`.
     account: str
     judge_runs: list[JudgeRunView]
+    context: ContextView | None  # None: the phase declares no repository context
 
 
 class PhaseView(View):

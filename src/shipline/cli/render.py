@@ -12,6 +12,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from shipline.api import (
+        AttemptView,
         CostLine,
         CostReport,
         DemoReport,
@@ -33,6 +34,32 @@ STATUS_STYLE = {
     "claimed": "cyan",
     "waiting-children": "blue",
 }
+
+
+def context_line(attempt: AttemptView) -> str | None:
+    """One line of what an attempt's prompt saw of the repository: `context: main at 3f2a1b0c9d;
+    map 38 symbols/610 tok; files ledger/accounts.py (212 tok); cut: ledger/report.py`. None
+    when its phase declares no repository context."""
+    context = attempt.context
+    if context is None:
+        return None
+    if context.reason is not None:
+        return f"context: none ({context.reason})"
+    parts = [f"context: {context.source}"]
+    shown = context.map
+    if shown.files:
+        more = f", {shown.left_out} more files cut" if shown.left_out else ""
+        parts.append(f"map {shown.symbols} symbols/{shown.tokens} tok{more}")
+    if context.files:
+        files = ", ".join(
+            f"{f.path} ({'outline, ' if f.mode == 'outline' else ''}{f.tokens} tok)"
+            for f in context.files
+        )
+        parts.append(f"files {files}")
+    left_out = [path for path in context.cut if path not in {f.path for f in context.files}]
+    if left_out:
+        parts.append(f"cut: {', '.join(left_out)}")
+    return "; ".join(parts)
 
 
 def styled(status: str | None) -> Text:
@@ -162,6 +189,8 @@ def ticket_panel(detail: TicketDetail) -> Group:
             if attempt.truncated:
                 line.append("  [prompt truncated to budget]", style="dim")
             verdicts.append(line)
+            if (seen := context_line(attempt)) is not None:
+                verdicts.append(Text(f"    {seen}", style="dim"))
             for objection in verdict.objections if verdict else []:
                 verdicts.append(Text(f"    - {objection}"))
     parts: list[RenderableType] = [

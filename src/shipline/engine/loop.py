@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -42,6 +42,9 @@ from shipline.providers.structured import reask
 from shipline.sessions.base import SessionResult
 from shipline.store import models as m
 from shipline.store.lease import LeaseLost
+
+if TYPE_CHECKING:
+    from shipline.context.fit import Candidates
 
 OnEvent = Callable[[int, str, str], None]
 LeaseUntil = Callable[[], datetime]
@@ -167,13 +170,13 @@ class AttemptRunner:
                     if checked.handoff is not None:
                         self._hand_off(claim, lease_until, checked.handoff, calls, checked)
                         return
-                text, truncated, messages = (
+                text, prompt, messages = (
                     self._produce_session(claim, ctx, calls)
                     if self._session(phase.name)
                     else self._produce(claim, ctx, calls)
                 )
                 attempt_id = self._commit_attempt(
-                    claim, ctx, lease_until, text, truncated, messages, calls
+                    claim, ctx, lease_until, text, prompt, messages, calls
                 )
             else:
                 self._emit(claim.ticket_id, "resume", self._resume_line(claim, ctx))
@@ -442,8 +445,23 @@ class AttemptRunner:
         """Does this phase run a coding session (rather than one completion)?"""
         return bool(self.settings.phase(phase).session) and self.code.handles(phase)
 
-    def _prompt(self, ctx: AttemptContext, session: bool = False) -> Prompt:
+    def _prompt(self, claim: Claim, ctx: AttemptContext, session: bool = False) -> Prompt:
         phase = ctx.phase
+
+        def repository() -> Candidates:  # read only when the prompt has room for it
+            from shipline.engine.repository import phase_candidates  # not at CLI startup
+
+            return phase_candidates(
+                self.settings,
+                Path(self.project.root),
+                self.code.root,
+                ticket_id=claim.ticket_id,
+                step_id=claim.step_id,
+                phase=phase,
+                ticket_text=f"{ctx.ticket.title}\n{ctx.ticket.body}",
+                inputs=ctx.inputs,
+            )
+
         return build_prompt(
             phase,
             {
@@ -457,14 +475,16 @@ class AttemptRunner:
                 "edit_format": self.settings.phase(phase.name).edit_format,
             },
             self.settings.phase(phase.name).input_token_budget,
+            repository if phase.context != "none" else None,
+            self.settings.context_tokens(phase.name),
         )
 
     def _produce_session(
         self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
-    ) -> tuple[str, bool, list[dict[str, str]]]:
+    ) -> tuple[str, Prompt, list[dict[str, str]]]:
         """A coding session in the worktree (engine/coding.py); its report is the attempt."""
         phase = ctx.phase
-        prompt = self._prompt(ctx, session=True)
+        prompt = self._prompt(claim, ctx, session=True)
         runner = self.settings.phase(phase.name).session
         self._emit(
             claim.ticket_id,
@@ -527,7 +547,7 @@ class AttemptRunner:
             f"{phase.name} attempt {ctx.number}: session {result.session_id} {result.exit_reason} "
             f"after {result.steps} steps, {len(result.tool_records)} tool calls",
         )
-        return done.text, prompt.truncated, done.messages
+        return done.text, prompt, done.messages
 
     def _flush_session_calls(self, claim: Claim, calls: list[dict[str, Any]]) -> None:
         """A session's calls are written as they happen (a long session that dies keeps its
@@ -538,10 +558,10 @@ class AttemptRunner:
 
     def _produce(
         self, claim: Claim, ctx: AttemptContext, calls: list[dict[str, Any]]
-    ) -> tuple[str, bool, list[dict[str, str]]]:
+    ) -> tuple[str, Prompt, list[dict[str, str]]]:
         phase = ctx.phase
         settings = self.settings.phase(phase.name)
-        prompt = self._prompt(ctx)
+        prompt = self._prompt(claim, ctx)
         self._emit(
             claim.ticket_id,
             "produce",
@@ -569,7 +589,7 @@ class AttemptRunner:
         if phase.output == "json":
             text = strip_fence(text)
         messages = [{"role": msg.role, "content": msg.content} for msg in prompt.messages]
-        return text + "\n", prompt.truncated, messages
+        return text + "\n", prompt, messages
 
     def _validate(
         self, claim: Claim, ctx: AttemptContext, text: str, calls: list[dict[str, Any]]
@@ -631,11 +651,12 @@ class AttemptRunner:
         ctx: AttemptContext,
         lease_until: LeaseUntil,
         text: str,
-        truncated: bool,
+        prompt: Prompt,
         messages: list[dict[str, str]],
         calls: list[dict[str, Any]],
     ) -> int:
         now = m.utcnow()
+        truncated = prompt.truncated
         with self.store.transaction() as conn:
             renew_lease(conn, claim, lease_until())
             result = conn.execute(
@@ -647,6 +668,7 @@ class AttemptRunner:
                     "prompt": messages,
                     "worker": claim.token,
                     "truncated": truncated,
+                    "context": prompt.context,
                     "created_at": now,
                 },
             )

@@ -1,8 +1,8 @@
 """What a phase is: one responsibility, one deliverable, declared inputs, deterministic checks.
 
 A phase module defines a `PHASE = PhaseSpec(...)`. The engine renders its Jinja template
-with only the declared inputs, asks the producer for the deliverable, then runs `check`
-(free, deterministic) before any validator model is asked.
+with only the declared inputs and the repository context it declares, asks the producer for
+the deliverable, then runs `check` (free, deterministic) before any validator model is asked.
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ from typing import Literal
 # (e.g. "spec.md") to their text, for the declared inputs that exist on this ticket's route.
 Check = Callable[[str, Mapping[str, str]], list[str]]
 
+# What a phase sees of the repository, besides its declared inputs (docs/phases.md,
+# "Repository context"; built by shipline.context within the phase's token budget):
+#   none     nothing;
+#   map      the repository map: files and their top-level symbols, ranked by relevance to
+#            the ticket and the deliverables so far;
+#   named    the map, and the files the ticket names (a stack trace, a path), whole;
+#   planned  the map, and the current content of the files the plan (or the diagnosis, the CI
+#            log) names, with the existing tests near them.
+RepoContext = Literal["none", "map", "named", "planned"]
+
 
 @dataclass(frozen=True)
 class PhaseSpec:
@@ -25,3 +35,4 @@ class PhaseSpec:
     check: Check
     template: str  # Jinja template file name in shipline/phases/templates/
     output: Literal["markdown", "json"] = "markdown"
+    context: RepoContext = "none"

@@ -30,4 +30,5 @@ PHASE = PhaseSpec(
     "regression test.",
     check=check,
     template="diagnose.md.j2",
+    context="named",
 )

@@ -58,4 +58,5 @@ PHASE = PhaseSpec(
     "criteria.",
     check=check,
     template="discovery.md.j2",
+    context="map",
 )

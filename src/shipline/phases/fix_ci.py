@@ -26,4 +26,5 @@ PHASE = PhaseSpec(
     purpose="Fix the code so the failing CI run passes, without touching the locked tests.",
     check=check,
     template="fix_ci.md.j2",
+    context="planned",
 )

@@ -44,4 +44,5 @@ PHASE = PhaseSpec(
     purpose="Write the code that makes the locked tests pass, following the plan or diagnosis.",
     check=check,
     template="implement.md.j2",
+    context="planned",
 )

@@ -1,18 +1,21 @@
 """Plan: order the work (plan.md) and fix the test matrix before any test or code exists.
 
-`## Steps` is a numbered list that covers every component of design.md. `## Test matrix`
-is a table with at least a requirement column and a case column; every requirement of
-spec.md gets a success, a failure and an edge row.
+`## Steps` is a numbered list that covers every component of design.md. `## Files` lists the
+files the steps create or change, one path per line: the code phases are shown their current
+content. `## Test matrix` is a table with at least a requirement column and a case column;
+every requirement of spec.md gets a success, a failure and an edge row.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .base import PhaseSpec
 from .discovery import requirement_ids
 from .markdown import (
     Table,
+    _clean_path,  # the file-block path rules, shared inside the phases package
     cited_ids,
     id_sort_key,
     missing_sections,
@@ -23,7 +26,7 @@ from .markdown import (
 from .techspec import component_ids
 
 DELIVERABLE = "plan.md"
-REQUIRED_SECTIONS = ("Steps", "Test matrix")
+REQUIRED_SECTIONS = ("Steps", "Files", "Test matrix")
 CASES = ("success", "failure", "edge")
 
 
@@ -49,6 +52,39 @@ def _steps_objections(steps: str, design: str | None) -> list[str]:
             objections.append(f"{component} is not covered by any step in {DELIVERABLE}")
     for unknown in sorted(covered - set(components), key=id_sort_key):
         objections.append(f"{DELIVERABLE} refers to {unknown}, which design.md does not define")
+    return objections
+
+
+_LISTED = re.compile(r"^\s{0,3}(?:[-*+]|\d+[.)])\s+(?P<item>.+)$")
+_FIRST_PATH = re.compile(r"^`(?P<quoted>[^`]+)`|^(?P<bare>[^\s:,;()]+)")
+
+
+def listed_files(files: str) -> list[str]:
+    """The paths a plan's `## Files` section lists: the first word (or `code`) of each item."""
+    found = []
+    for line in files.splitlines():
+        item = _LISTED.match(line)
+        if item is None:
+            continue
+        first = _FIRST_PATH.match(item.group("item").strip().lstrip("*_"))
+        if first is not None:
+            token = first.group("quoted") or first.group("bare")
+            found.append(token.strip().strip("*_").rstrip(".:"))
+    return [path for path in found if path]
+
+
+def _files_objections(files: str) -> list[str]:
+    listed = listed_files(files)
+    if not listed:
+        return [
+            f"{DELIVERABLE} lists no file under '## Files' (write one line per file: "
+            "'- path/to/module.py: what changes')"
+        ]
+    objections = []
+    for path in listed:
+        _, problem = _clean_path(path)
+        if problem is not None:
+            objections.append(f"{DELIVERABLE} '## Files': {problem}")
     return objections
 
 
@@ -87,11 +123,15 @@ def _matrix_objections(matrix: str, spec: str | None) -> list[str]:
 
 
 def check(text: str, inputs: Mapping[str, str]) -> list[str]:
-    """Numbered steps covering every D; a test matrix with success/failure/edge per R."""
+    """Numbered steps covering every D; the files they touch; a test matrix with
+    success/failure/edge per R."""
     objections = missing_sections(text, DELIVERABLE, REQUIRED_SECTIONS)
     steps = section(text, "Steps")
     if steps is not None:
         objections += _steps_objections(steps, inputs.get("design.md"))
+    files = section(text, "Files")
+    if files is not None:
+        objections += _files_objections(files)
     matrix = section(text, "Test matrix")
     if matrix is not None:
         objections += _matrix_objections(matrix, inputs.get("spec.md"))
@@ -105,4 +145,5 @@ PHASE = PhaseSpec(
     purpose="Order the work in steps covering every component, and fix the test matrix.",
     check=check,
     template="plan.md.j2",
+    context="map",
 )

@@ -68,4 +68,5 @@ PHASE = PhaseSpec(
     purpose="Design the components that realise the spec, each tracing to requirement ids.",
     check=check,
     template="techspec.md.j2",
+    context="map",
 )

@@ -56,4 +56,5 @@ PHASE = PhaseSpec(
     "locked afterwards.",
     check=check,
     template="tests.md.j2",
+    context="planned",
 )

@@ -184,6 +184,9 @@ class Attempt(Base):
     prompt: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the messages it was given
     worker: Mapped[str] = mapped_column(String(80))
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The repository context the prompt got (shipline.context.fit record): files shown whole
+    # or as outlines, the map's symbols and tokens, what was cut. None: the phase declares none.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     step: Mapped[Step] = relationship(back_populates="attempts")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from shipline.errors import ShiplineError
@@ -34,6 +36,15 @@ _COMMITTING = frozenset(
     {"commit", "merge", "rebase", "cherry-pick", "revert", "am", "pull", "stash", "notes"}
 )
 _configured: dict[Path, bool] = {}  # directory → whether git has a user.email there
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One file of a commit's tree: its path, blob sha and size in bytes."""
+
+    path: str
+    sha: str
+    size: int
 
 
 class WorkspaceError(ShiplineError):
@@ -65,9 +76,14 @@ class Git:
         return Git(cwd, self.identity, self.timeout_s, network_timeout_s=self.network_timeout_s)
 
     def run(
-        self, *args: str, check: bool = True, input: str | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        errors: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """`git ARGS`; a failure (with `check`) is a WorkspaceError, a timeout always is."""
+        """`git ARGS`; a failure (with `check`) is a WorkspaceError, a timeout always is.
+        `errors="surrogateescape"` keeps output that is not UTF-8 recoverable as bytes."""
         network = bool(args) and args[0] in _NETWORK
         limit = self.network_timeout_s if network else self.timeout_s
         env = {
@@ -80,7 +96,7 @@ class Git:
         if not self.cwd.is_dir():
             raise WorkspaceError(f"cannot run `{shown}`: {self.cwd} does not exist")
         try:
-            done = run_argv(["git", *args], self.cwd, limit, env, input=input)
+            done = run_argv(["git", *args], self.cwd, limit, env, input=input, errors=errors)
         except FileNotFoundError:
             raise WorkspaceError(
                 "git is not installed (or not on PATH): install it, then try again"
@@ -153,6 +169,44 @@ class Git:
         """Files added or modified between two commits (deleted ones are not listed)."""
         out = self.run("diff", "--name-only", "--diff-filter=AMR", base, head).stdout
         return tuple(line for line in out.splitlines() if line)
+
+    def tree(self, rev: str) -> list[TreeEntry]:
+        """Every file (blob) of commit `rev`, with its blob sha and size in bytes; symlinks and
+        submodules are left out. Paths are relative to the repository root."""
+        out = self.run("ls-tree", "-r", "-l", "-z", "--full-tree", rev, errors="surrogateescape")
+        entries = []
+        for record in out.stdout.split("\0"):
+            meta, tab, path = record.partition("\t")
+            fields = meta.split()
+            if not tab or len(fields) != 4 or fields[1] != "blob" or fields[0] == "120000":
+                continue
+            entries.append(TreeEntry(path, fields[2], int(fields[3]) if fields[3] != "-" else 0))
+        return entries
+
+    def blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """The content of each blob, by sha, in one `git cat-file --batch`; a sha that is
+        not a blob of this repository is left out."""
+        if not shas:
+            return {}
+        wanted = list(dict.fromkeys(shas))
+        out = self.run(
+            "cat-file", "--batch", input="\n".join(wanted) + "\n", errors="surrogateescape"
+        ).stdout.encode("utf-8", "surrogateescape")
+        found: dict[str, bytes] = {}
+        at = 0
+        while at < len(out):
+            end = out.find(b"\n", at)
+            if end < 0:
+                break
+            header = out[at:end].split()
+            at = end + 1
+            if len(header) != 3:  # "<sha> missing"
+                continue
+            size = int(header[2])
+            if header[1] == b"blob":
+                found[header[0].decode("ascii")] = out[at : at + size]
+            at += size + 1
+        return found
 
     def unmerged(self) -> list[str]:
         """The paths a merge or rebase in progress left conflicted."""
