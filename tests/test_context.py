@@ -226,11 +226,16 @@ def test_tests_near_a_file_are_its_tests_in_its_own_language() -> None:
 
 # -- end to end: the overdraft hotfix on the ledger repository -------------------------------
 
-ACCOUNTS_FIXED = source("ledger/accounts.py").replace(
-    '            raise ValueError("a withdrawal must be positive")\n',
-    '            raise ValueError("a withdrawal must be positive")\n'
+GUARD = '            raise ValueError("a withdrawal must be positive")\n'
+CHECK = (
     "        if cents > self.balance:\n"
-    '            raise InsufficientFunds(f"{self.owner} has {self.balance}, not {cents}")\n',
+    '            raise InsufficientFunds(f"{self.owner} has {self.balance}, not {cents}")\n'
+)
+ACCOUNTS_FIXED = source("ledger/accounts.py").replace(GUARD, GUARD + CHECK)
+# implement changes the existing module with an edit (docs/phases.md, Edits)
+ACCOUNTS_EDIT = (
+    f"### Edit: ledger/accounts.py\n```python\n<<<<<<< SEARCH\n{GUARD}=======\n"
+    f"{GUARD}{CHECK}>>>>>>> REPLACE\n```\n"
 )
 HOTFIX_RULES: list[dict[str, Any]] = [
     {
@@ -267,7 +272,7 @@ HOTFIX_RULES: list[dict[str, Any]] = [
     {
         "phase": "implement",
         "role": "producer",
-        "reply": f"### File: ledger/accounts.py\n```python\n{ACCOUNTS_FIXED}```\n",
+        "reply": ACCOUNTS_EDIT,
     },
     {
         "phase": "review",
