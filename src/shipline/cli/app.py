@@ -450,8 +450,8 @@ def _print_demo_outcome(report: DemoReport) -> None:
         say(
             f"{waiting} of {len(report.tickets)} tickets stopped in needs-human. That is "
             "expected: a 135M model rarely writes a spec that passes the deterministic checks, "
-            "or code that the judge (the sample's tests) accepts, and shipline hands off "
-            "instead of grinding on. Point [tiers] in shipline.toml at a stronger model "
+            "or tests and code that the judge (the sample's pytest suite) accepts, and shipline "
+            "hands off instead of grinding on. Point [tiers] in shipline.toml at a stronger model "
             "(docs/config.md), or run `shipline demo --replay` to see the whole path."
         )
 
