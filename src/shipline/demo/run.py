@@ -87,7 +87,7 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     try:
         return Git(repo, ("shipline demo", "demo@shipline.invalid")).run(*args)
     except WorkspaceError as exc:
-        raise ConfigError(f"the demo cannot make its sample repository: {exc}") from None
+        raise ConfigError(f"git failed in the demo's sample repository: {exc}") from None
 
 
 def demo_judge(root: Path) -> DetectedCommand | None:
