@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from conftest import Project, demo_ticket, make_project, replay_rules
 
 GOOD_SPEC = """## Summary
@@ -292,12 +294,19 @@ def test_prompt_over_budget_after_truncation_hands_off_with_figures(
     assert detail["calls"] == []
 
 
-def test_demo_replay_reaches_done_for_every_ticket(tmp_path: Any) -> None:
+def test_demo_replay_reaches_done_for_every_ticket(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
-    from conftest import run_cli
+    from conftest import git, run_cli
+    from shipline.api import DemoReport
+    from shipline.cli.app import _print_demo_outcome
+    from shipline.process import run_command
+    from test_workspaces_e2e import PYTEST
 
-    out = run_cli(tmp_path, "demo", "--replay", "--dir", str(tmp_path / "demo"), "--json")
+    demo = tmp_path / "demo"
+    out = run_cli(tmp_path, "demo", "--replay", "--dir", str(demo), "--json")
     summary = json.loads(out.stdout)
     assert summary["replay"] is True
     assert [t["status"] for t in summary["tickets"]] == ["done"] * 5
@@ -308,8 +317,35 @@ def test_demo_replay_reaches_done_for_every_ticket(tmp_path: Any) -> None:
         "feature",
         "feature",
     ]
-    human = run_cli(tmp_path / "demo", "ticket", "list").stdout
+    human = run_cli(demo, "ticket", "list").stdout
     assert "done" in human
+
+    # with the judge init would write (the sample's pytest), every code ticket is merged:
+    # one squashed commit each on main, in merge order, and main's tests pass
+    assert summary["judge"].endswith("-m pytest -q")
+    assert summary["target"] == "main"
+    code = [t for t in summary["tickets"] if t["kind"] != "epic"]
+    commits = [(c["ticket"], c["subject"]) for c in summary["commits"]]
+    assert commits == [(t["id"], f"shipline #{t['id']}: {t['title']}") for t in code]
+    log = git(demo, "log", "--format=%H %s", "main").splitlines()
+    newest_first = [f"{c['sha']} {c['subject']}" for c in reversed(summary["commits"])]
+    assert log[:-1] == newest_first
+    assert log[-1].endswith(" sample project")
+    assert summary["target_green"] is True
+    tests = run_command(PYTEST, demo, 60)  # the main checkout holds main's merged code
+    assert tests.ok, tests.log
+    assert "failed" not in tests.log and " passed" in tests.log
+    assert git(demo, "status", "--porcelain") == ""
+    for ticket in code:  # each ticket's deliverables came with its commit
+        assert (demo / ".shipline" / str(ticket["id"]) / "implementation.md").is_file()
+
+    # what a newcomer reads under the table: the commits, the tests, where the repo is
+    _print_demo_outcome(DemoReport.model_validate(summary))
+    shown = capsys.readouterr().out
+    for commit in summary["commits"]:
+        assert f"  {commit['sha'][:10]} {commit['subject']}" in shown
+    assert "the sample's tests on main: pass" in shown
+    assert f"cd {demo} && git log --oneline main" in shown
 
 
 def test_routes_are_data_a_team_can_change(tmp_path: Any) -> None:

@@ -13,9 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shipline.api.tickets import list_tickets, ticket_detail
-from shipline.api.views import Approval, DemoReport, DemoTicket, ProjectSetup, TicketDetail
+from shipline.api.views import (
+    Approval,
+    DemoCommit,
+    DemoReport,
+    DemoTicket,
+    DetectedTestCommand,
+    ProjectSetup,
+    TicketDetail,
+)
 from shipline.config import CONFIG_FILE
-from shipline.demo.run import prepare
+from shipline.demo import run as demo
 from shipline.demo.sample import DEMO_TICKETS
 from shipline.engine import lifecycle, setup, tickets, worker
 from shipline.engine.loop import OnEvent
@@ -23,9 +31,23 @@ from shipline.engine.project import Project, open_project
 
 
 def init_project(root: Path, *, db: str | None = None) -> ProjectSetup:
-    """Write shipline.toml in `root` (unless present) and create the store. Idempotent."""
-    created, store_url = setup.init_project(root, db=db)
-    return ProjectSetup(config=root / CONFIG_FILE, created=created, store_url=store_url)
+    """Write shipline.toml in `root` (unless present: kept unchanged) with the test command
+    and branch detected there, and create the store. Idempotent."""
+    done = setup.init_project(root, db=db)
+    return ProjectSetup(
+        config=root / CONFIG_FILE,
+        created=done.created,
+        store_url=done.store_url,
+        judge=done.judge,
+        target=done.target,
+        detected=[
+            DetectedTestCommand(tool=c.tool, command=c.command, evidence=c.evidence)
+            for c in done.found
+        ],
+        notes=list(done.notes),
+        missing=list(done.missing),
+        suggestion=done.suggestion,
+    )
 
 
 def add_ticket(
@@ -103,7 +125,7 @@ def run_demo(
     """`shipline demo`: the sample repo (in `directory`, or a new temp folder), its three
     tickets, run until idle. `on_ready(root)` is called once the repo exists."""
     started = time.perf_counter()
-    root = prepare(directory, replay)
+    root, judge = demo.prepare(directory, replay)
     if on_ready is not None:
         on_ready(root)
     project = open_project(root)
@@ -112,6 +134,7 @@ def run_demo(
         tickets.create_ticket(project.store, project.settings, new)
     worker.Worker(project, on_event=on_event).run_until_idle()
     rows = []
+    merged = []
     for row in list_tickets(project.store):
         detail = ticket_detail(project.store, row.id)
         verdicts = [a.verdict for p in detail.phases for a in p.attempts if a.verdict]
@@ -123,4 +146,21 @@ def run_demo(
                 seconds=sum(p.seconds or 0 for p in detail.phases),
             )
         )
-    return DemoReport(dir=root, replay=replay, seconds=time.perf_counter() - started, tickets=rows)
+        if detail.merge is not None and detail.merge.commit:
+            merged.append((detail.merge.at, row.id, detail.merge.commit))
+    subjects = demo.commit_subjects(root) if merged else {}
+    commits = [
+        DemoCommit(ticket=ticket_id, sha=sha, subject=subjects.get(sha, ""))
+        for _, ticket_id, sha in sorted(merged)
+    ]
+    green = demo.judge_target(root, judge).ok if judge else None
+    return DemoReport(
+        dir=root,
+        replay=replay,
+        seconds=time.perf_counter() - started,
+        tickets=rows,
+        judge=judge,
+        target=demo.TARGET,
+        commits=commits,
+        target_green=green,
+    )

@@ -275,12 +275,26 @@ class Approval(View):
     then: str | None
 
 
+class DetectedTestCommand(View):
+    """A test command `shipline init` found in the repository, and the file that says so."""
+
+    tool: str  # make, pytest, go, cargo, npm
+    command: str
+    evidence: str
+
+
 class ProjectSetup(View):
     """`shipline init`: the config file (written now, or kept) and the store it points at."""
 
     config: Path
-    created: bool  # False: an existing shipline.toml was kept
+    created: bool  # False: an existing shipline.toml was kept, unchanged
     store_url: str  # as shown to a human (no password)
+    judge: str  # [judge] command in effect ("" none: code phases are judged on text alone)
+    target: str  # [merge] target in effect
+    detected: list[DetectedTestCommand]  # every test command found, the preferred first
+    notes: list[str]  # the repository's git state, when it needs the user
+    missing: list[str]  # sections a kept shipline.toml lacks (init does not add them)
+    suggestion: str  # their TOML, to add by hand
 
 
 # ---- the demo --------------------------------------------------------------------------------
@@ -292,11 +306,23 @@ class DemoTicket(TicketSummary):
     seconds: float
 
 
+class DemoCommit(View):
+    """A ticket's squashed commit on the sample repo's main branch."""
+
+    ticket: int
+    sha: str
+    subject: str
+
+
 class DemoReport(View):
     dir: Path
     replay: bool
     seconds: float
     tickets: list[DemoTicket]
+    judge: str  # the sample's [judge] command; "" when pytest is not installed with shipline
+    target: str  # the branch tickets merge into
+    commits: list[DemoCommit]  # merged tickets, in merge order
+    target_green: bool | None  # the judge on the target after the run (None: no judge)
 
 
 __all__ = [
@@ -306,8 +332,10 @@ __all__ = [
     "ChildView",
     "CostLine",
     "CostReport",
+    "DemoCommit",
     "DemoReport",
     "DemoTicket",
+    "DetectedTestCommand",
     "EventView",
     "JudgeRunView",
     "MergeView",

@@ -8,6 +8,7 @@ grep: there an error is one line and a table row is never wrapped or cut to the 
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -28,7 +29,7 @@ from shipline.errors import ShiplineError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from shipline.api import Project
+    from shipline.api import DemoReport, Project
 
 app = typer.Typer(
     help="shipline: route tickets through focused agent phases, validated, with handoff.",
@@ -121,16 +122,76 @@ def root(
     Globals.db = db
 
 
-@app.command()
+INIT_HELP = (
+    "Write shipline.toml and create the store (.shipline/shipline.db).\n\n"
+    "init looks at the repository (it runs nothing) and writes, with a comment on every key: "
+    "\\[judge] command, the project's test command (a Makefile `test` target, pytest on the "
+    "project's venv if it has one, `go test ./...`, `cargo test` or `npm test`, preferred in "
+    "that order; the others found are listed in the comments); \\[merge] target, the branch "
+    "checked out now; \\[workspaces], where each ticket's git worktree goes and how it is set "
+    "up. With no test command found, \\[judge] command is empty: code phases are then judged "
+    "on their text alone and nothing is applied to the repository.\n\n"
+    "An existing shipline.toml is never changed: init prints the sections it lacks, to add by "
+    "hand. The store is created (or migrated) either way, and .shipline/ goes in .gitignore."
+)
+
+
+@app.command(help=INIT_HELP)
 def init(
     path: Annotated[Path, typer.Argument(help="Project folder (a git repo).")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Write shipline.toml and create the store (.shipline/shipline.db)."""
+    """Write shipline.toml (the judge, merge target and worktrees detected) and the store."""
     from shipline import api
 
     done = api.init_project(path.resolve(), db=Globals.db)
-    verb = "wrote" if done.created else "kept the existing"
-    console.print(f"{verb} {done.config}; store ready at {done.store_url}")
+    if as_json:
+        _print_json(done)
+        return
+    if done.created:
+        console.print(f"wrote {done.config}; store ready at {done.store_url}", markup=False)
+    else:
+        console.print(
+            f"kept the existing {done.config} (init never changes it); "
+            f"store ready at {done.store_url}",
+            markup=False,
+        )
+    chosen = done.detected[0] if done.detected else None
+    if done.judge:
+        found = chosen is not None and chosen.command == done.judge
+        why = f" ({chosen.tool}: {chosen.evidence})" if chosen and found else ""
+        console.print(f"judge: {done.judge}{why}", markup=False)
+    elif chosen is None:
+        console.print(
+            "no test command detected (looked for a Makefile test target, pytest, go.mod, "
+            "Cargo.toml, package.json scripts.test): [judge] command is empty. Without a judge, "
+            "code phases (tests, implement, fix-ci) are judged on their text alone and nothing "
+            "is applied to the repository. Set [judge] command in shipline.toml to your CI "
+            "command to turn them on.",
+            markup=False,
+        )
+    else:
+        why = "see the note below" if done.created else "the existing shipline.toml was kept"
+        console.print(
+            f"judge: none. Detected {chosen.command} ({chosen.evidence}), not set: {why}. "
+            "Without a judge, code phases are judged on their text alone and nothing is "
+            "applied to the repository.",
+            markup=False,
+        )
+    others = [c for c in done.detected if c.command != done.judge]
+    if done.judge and others:
+        listed = ", ".join(f"{c.command} ({c.evidence})" for c in others)
+        console.print(f"also found: {listed}; see the comments in shipline.toml", markup=False)
+    console.print(f"merge target: {done.target}", markup=False)
+    for note in done.notes:
+        console.print(f"note: {note}", markup=False)
+    if done.missing:
+        names = ", ".join(f"[{name}]" for name in done.missing)
+        console.print(
+            f"\nshipline.toml has no {names} (their defaults apply). To set them, add:\n",
+            markup=False,
+        )
+        console.print(done.suggestion, markup=False, highlight=False, soft_wrap=True)
 
 
 @ticket_app.command("add")
@@ -397,18 +458,36 @@ def demo(
         _print_json(report)
         return
     console.print(render.demo_table(report))
-    console.print(
-        f"finished in {report.seconds:.1f}s. "
-        f"Inspect a ticket: cd {report.dir} && shipline ticket show 1"
-    )
-    if not replay:
+    _print_demo_outcome(report)
+
+
+def _print_demo_outcome(report: DemoReport) -> None:
+    """Below the demo's table: what reached the sample's main branch, and what to look at."""
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    if not report.judge:
+        say(
+            "no judge: pytest is not installed with shipline, so code phases were judged on "
+            "their text alone and nothing was applied to the sample repo (pip install pytest)."
+        )
+    elif report.commits:
+        say(f"merged into {report.target}, one squashed commit per ticket that changed code:")
+        for commit in report.commits:
+            say(f"  {commit.sha[:10]} {commit.subject}")
+        if report.target_green is not None:
+            state = "pass" if report.target_green else "FAIL"
+            say(f"the sample's tests on {report.target}: {state} (judge: {report.judge})")
+    else:
+        say(f"nothing was merged into {report.target} (judge: {report.judge}).")
+    say(f"finished in {report.seconds:.1f}s. The sample repo is {report.dir}:")
+    say(f"  cd {report.dir} && git log --oneline {report.target} && shipline ticket show 1")
+    if not report.replay:
         waiting = sum(1 for t in report.tickets if t.status == "needs-human")
-        console.print(
+        say(
             f"{waiting} of {len(report.tickets)} tickets stopped in needs-human. That is "
             "expected: a 135M model rarely writes a spec that passes the deterministic checks, "
-            "and shipline hands off instead of grinding on. Point \\[tiers] in shipline.toml at "
-            "a stronger model (docs/config.md), or run `shipline demo --replay` to see the "
-            "whole path."
+            "or tests and code that the judge (the sample's pytest suite) accepts, and shipline "
+            "hands off instead of grinding on. Point [tiers] in shipline.toml at a stronger model "
+            "(docs/config.md), or run `shipline demo --replay` to see the whole path."
         )
 
 
