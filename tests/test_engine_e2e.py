@@ -336,8 +336,15 @@ def test_demo_replay_reaches_done_for_every_ticket(
     assert tests.ok, tests.log
     assert "failed" not in tests.log and " passed" in tests.log
     assert git(demo, "status", "--porcelain") == ""
-    for ticket in code:  # each ticket's deliverables came with its commit
-        assert (demo / ".shipline" / str(ticket["id"]) / "implementation.md").is_file()
+    # each ticket's deliverables stay on its own branch, not on main ([merge]
+    # include_deliverables is false by default)
+    assert ".shipline/" not in git(demo, "ls-tree", "-r", "--name-only", "main")
+    for ticket in code:
+        branch = git(
+            demo, "for-each-ref", "--format=%(refname)", f"refs/heads/shipline/{ticket['id']}-*"
+        )
+        files = git(demo, "ls-tree", "-r", "--name-only", branch.strip())
+        assert f".shipline/{ticket['id']}/implementation.md" in files.splitlines()
 
     # what a newcomer reads under the table: the commits, the tests, where the repo is
     _print_demo_outcome(DemoReport.model_validate(summary))
