@@ -5,8 +5,8 @@ Read-only: each builder opens one session, reads, and returns views that outlive
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
 
 from shipline.api.views import (
     AttemptView,
@@ -19,7 +19,7 @@ from shipline.api.views import (
     TicketSummary,
     VerdictView,
 )
-from shipline.costs import bill
+from shipline.costs import TOTAL, CostGroup, bill, bills
 from shipline.engine.tickets import current_step, get_ticket
 from shipline.errors import TicketError
 from shipline.phases import get_phase
@@ -27,9 +27,14 @@ from shipline.store import models as m
 from shipline.store.db import Store
 
 
-def ticket_summary(session: Session, ticket: m.Ticket) -> TicketSummary:
+def ticket_summary(
+    session: Session, ticket: m.Ticket, charges: CostGroup | None = None
+) -> TicketSummary:
+    """`charges`: the ticket's bill when the caller read it already (a list reads them all
+    in one query)."""
     step = current_step(ticket)
-    charges = bill(session, m.Call.ticket_id == ticket.id)
+    if charges is None:
+        charges = bill(session, m.Call.ticket_id == ticket.id)
     return TicketSummary(
         id=ticket.id,
         kind=ticket.kind,
@@ -52,13 +57,36 @@ def ticket_summary(session: Session, ticket: m.Ticket) -> TicketSummary:
     )
 
 
-def list_tickets(store: Store, status: str | None = None) -> list[TicketSummary]:
-    """Every ticket (or those with `status`), oldest first."""
+def list_tickets(
+    store: Store, status: str | None = None, *, limit: int | None = None
+) -> list[TicketSummary]:
+    """Every ticket (or those with `status`), oldest first; with `limit`, only the newest
+    `limit` of them (`count_tickets` says how many there are). Three queries, however many."""
     with store.session() as session:
-        query = select(m.Ticket).order_by(m.Ticket.id)
+        ids = select(m.Ticket.id)
+        if status:
+            ids = ids.where(m.Ticket.status == status)
+        if limit is not None:
+            ids = ids.order_by(m.Ticket.id.desc()).limit(limit)
+        page = ids.scalar_subquery() if limit is not None else ids
+        query = (
+            select(m.Ticket)
+            .where(m.Ticket.id.in_(page))
+            .order_by(m.Ticket.id)
+            .options(selectinload(m.Ticket.steps))
+        )
+        tickets = list(session.scalars(query))
+        charges = bills(session, m.Call.ticket_id.in_(page))
+        return [ticket_summary(session, t, charges.get(t.id, CostGroup(TOTAL))) for t in tickets]
+
+
+def count_tickets(store: Store, status: str | None = None) -> int:
+    """How many tickets there are (with `status`)."""
+    with store.session() as session:
+        query = select(func.count()).select_from(m.Ticket)
         if status:
             query = query.where(m.Ticket.status == status)
-        return [ticket_summary(session, t) for t in session.scalars(query)]
+        return int(session.scalar(query) or 0)
 
 
 def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:

@@ -52,7 +52,9 @@ def init_project(root: Path, db: str | None = None) -> tuple[bool, str]:
     if created:
         config.write_text(CONFIG_TEMPLATE, encoding="utf-8")
     settings = load_settings(config)
-    store = open_store(db or settings.store.url, root)
+    store = open_store(
+        db or settings.store.url, root, create=True, busy_timeout_s=settings.store.busy_timeout_s
+    )
     store.close()
     _ignore_state_dir(root)
     return created, store.display_url
