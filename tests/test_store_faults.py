@@ -361,22 +361,32 @@ def test_a_store_deleted_under_a_worker_stops_it_loudly(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_a_dropped_postgres_database_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_dropped_postgres_database_stops_a_worker_and_is_a_clear_error(tmp_path: Path) -> None:
     name = f"shipline_drop_{os.getpid()}_{time.monotonic_ns() % 10**6}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         project = make_project(tmp_path / "repo", url)
-        project.add("feature", "x")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "shipline", "--db", url, "work", "--poll", "0.2"],
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        assert worker.stdout is not None and "polling" in worker.stdout.readline()
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    for command in (("ticket", "list"), ("run",), ("doctor",)):
-        out = project.cli(*command, expect=1 if command == ("doctor",) else 2)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 2 and "Traceback" not in stderr
+    assert f'database "{name}" does not exist' in stderr and "was it dropped?" in stderr
+    for command, code in ((("ticket", "list"), 2), (("doctor",), 1)):
+        out = project.cli(*command, expect=code)
         assert f'database "{name}" does not exist' in out.stderr + out.stdout
-        assert "was it dropped?" in out.stderr + out.stdout
 
 
 def test_sqlite_errors_that_are_not_faults_keep_their_own_type(sqlite_project: Project) -> None:
