@@ -20,6 +20,7 @@ from conftest import Project, make_project, run_cli
 from shipline.engine.doctor import judge_program
 from shipline.engine.project import open_project
 from shipline.engine.tickets import NewTicket, create_ticket
+from shipline.store.migrate import SCHEMA_HEAD
 
 # The real CLI in a real process, which lists the modules it loaded as it exits.
 LISTING = (
@@ -141,7 +142,7 @@ def test_doctor_finds_a_healthy_project_healthy(sqlite_project: Project) -> None
     found = findings(out.stdout)
     assert list(found) == ["config", "store", "integrity", "disk", "git", "judge"]
     assert all(f["ok"] for f in found.values()), found
-    assert "schema 0009 (current)" in str(found["store"]["detail"])
+    assert f"schema {SCHEMA_HEAD} (current)" in str(found["store"]["detail"])
     table = sqlite_project.cli("doctor").stdout
     assert "PRAGMA quick_check: ok" in table and "problem" not in table
 
