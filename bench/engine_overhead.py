@@ -144,7 +144,7 @@ def _shipline_project(tmp: Path, rules: list[dict[str, Any]], tickets: int) -> t
 
     (tmp / "shipline.toml").write_text(SHIPLINE_CONFIG, encoding="utf-8")
     (tmp / "bench-script.yaml").write_text(yaml.safe_dump({"rules": rules}), encoding="utf-8")
-    project = open_project(tmp)
+    project = open_project(tmp, create=True)  # a new project: its store too
     project.router  # noqa: B018  (build the provider and parse the script before the clock)
     started = time.perf_counter()
     for i in range(tickets):

@@ -452,7 +452,7 @@ def run_tickets(base: Path, count: int, model_delay_s: float) -> tuple[list[Tick
                     project.close()
                 started = time.perf_counter()
                 root = sample_project(base / f"project-{n // len(KINDS) + 1}", rules)
-                project = open_project(root)
+                project = open_project(root, create=True)  # a new sample project
                 setup_s += time.perf_counter() - started
             assert project is not None
             ticket = NewTicket(kind=kind, title=demo[kind]["title"], body=demo[kind]["body"])

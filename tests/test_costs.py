@@ -154,7 +154,7 @@ def test_cli_group_choices_match_the_cost_module() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store("sqlite:///bill.db", tmp_path)
+    opened = open_store("sqlite:///bill.db", tmp_path, create=True)
     yield opened
     opened.close()
 

@@ -671,7 +671,7 @@ def test_the_proof_alone_catches_a_renamed_locked_test(tmp_path: Path) -> None:
         },
         "test",
     )
-    code = CodePath(settings, repo, open_store("sqlite:///.shipline/other.db", repo))
+    code = CodePath(settings, repo, open_store("sqlite:///.shipline/other.db", repo, create=True))
     renamed = OVERDRAFT_TEST.replace("def test_withdraw_refuses", "def check_withdraw_refuses")
     outcome = code.attempt(
         ticket_id=3,

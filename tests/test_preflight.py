@@ -92,7 +92,7 @@ def test_preflight_decides_from_what_it_knows(
 
 def _store_and_tickets(root: Path, count: int) -> tuple[Store, list[tuple[int, int]]]:
     """A store with `count` hotfix tickets: (ticket id, its tests step id) each."""
-    store = open_store("sqlite:///.shipline/shipline.db", root)
+    store = open_store("sqlite:///.shipline/shipline.db", root, create=True)
     settings = parse_settings({}, "test")
     made = []
     for n in range(count):

@@ -28,7 +28,7 @@ from shipline.store.work import enqueue
 
 
 def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
-    store = open_store("sqlite:///s.db", tmp_path)
+    store = open_store("sqlite:///s.db", tmp_path, create=True)
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     store.close()
@@ -203,15 +203,16 @@ def test_foreign_keys_are_enforced_again_after_an_upgrade(tmp_path: Path) -> Non
 
 @pytest.mark.postgres
 def test_racing_first_starts_on_postgresql_all_succeed(tmp_path: Path, pg_url: str) -> None:
-    """Six commands open one empty PostgreSQL store at the same moment: one migrates under an
-    advisory lock, the others wait and find it at head. None dies on duplicate-key DDL."""
+    """Six `shipline init`s build one empty PostgreSQL store at the same moment (only init
+    creates a store): one migrates under an advisory lock, the others wait and find it at
+    head. None dies on duplicate-key DDL."""
     root = tmp_path / "repo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     (root / "shipline.toml").write_text(SCRIPTED_TOML, encoding="utf-8")
     (root / "script.yaml").write_text(yaml.safe_dump({"rules": replay_rules()}), encoding="utf-8")
     env = {**os.environ, "NO_COLOR": "1"}
-    command = [sys.executable, "-m", "shipline", "--db", pg_url, "ticket", "list", "--json"]
+    command = [sys.executable, "-m", "shipline", "--db", pg_url, "init"]
     procs = [
         subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(6)
@@ -221,7 +222,8 @@ def test_racing_first_starts_on_postgresql_all_succeed(tmp_path: Path, pg_url: s
         assert out is not None and err is not None
         stderr = err.read().decode()
         assert code == 0, stderr
-        assert json.loads(out.read().decode()) == []
+        assert "store ready" in out.read().decode()
+    assert json.loads(run_cli(root, "ticket", "list", "--json", db=pg_url).stdout) == []
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         assert current_revision(engine) == SCHEMA_HEAD

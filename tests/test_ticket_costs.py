@@ -12,7 +12,7 @@ from shipline.store.db import open_store
 
 
 def test_ticket_cost_shows_known_plus_unknown(tmp_path: Path) -> None:
-    store = open_store("sqlite:///shipline.db", tmp_path)
+    store = open_store("sqlite:///shipline.db", tmp_path, create=True)
     settings = load_settings(None)
     ticket_id = create_ticket(store, settings, NewTicket("hotfix", "crash"))
     with store.session() as session:

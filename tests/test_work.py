@@ -37,7 +37,7 @@ from shipline.store.work import (
 
 @pytest.fixture
 def store(tmp_path: Path, store_url: str | None) -> Iterator[Store]:
-    opened = open_store(store_url or "sqlite:///work.db", tmp_path)
+    opened = open_store(store_url or "sqlite:///work.db", tmp_path, create=True)
     yield opened
     opened.close()
 

@@ -582,7 +582,9 @@ def code_judge(repo: Path, judge: str, remote: Any = None, **sections: dict[str,
     from shipline.store.db import open_store
 
     settings = parse_settings({"judge": {"command": judge, "timeout_s": 1}, **sections}, "test")
-    return CodePath(settings, repo, open_store("sqlite:///.shipline/shipline.db", repo), remote)
+    return CodePath(
+        settings, repo, open_store("sqlite:///.shipline/shipline.db", repo, create=True), remote
+    )
 
 
 def test_a_hanging_judge_is_killed_at_the_timeout_and_reported(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ class _Strict(BaseModel):
 
 class StoreSettings(_Strict):
     url: str = DEFAULT_DB
+    # How long a command waits for another process's write lock before it says so.
+    busy_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class ProviderSettings(_Strict):

@@ -1,7 +1,9 @@
 """What the provider calls cost: `shipline cost` grouped by phase, model, provider, day, tier.
 
-The `calls` table is the bill. Aggregation is pure (`aggregate`, over `CallRow`s); only
-`cost_report` and `spend` touch the store. An unknown price is never counted as 0: a group
+The `calls` table is the bill. The rules are pure (`aggregate`, over `CallRow`s); the store
+applies the same rules in one GROUP BY (`grouped`), so that `shipline cost` on a big store
+reads no rows into Python, and a test holds the two equal. An unknown price is never counted
+as 0: a group
 whose every priced call is unknown costs "unknown", and a group mixing known and unknown
 prices shows the known sum "+ unknown".
 
@@ -24,6 +26,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from shipline.errors import TicketError
 from shipline.store import models as m
@@ -164,14 +167,18 @@ def aggregate(rows: Iterable[CallRow], by: GroupBy | None) -> list[CostGroup]:
     for row in rows:
         key = row.key(by)
         groups.setdefault(key, CostGroup(key)).add(row)
+    return ordered(list(groups.values()), by)
+
+
+def ordered(groups: list[CostGroup], by: GroupBy | None) -> list[CostGroup]:
+    """Groups in the order of their first call; days and tickets in their own order."""
     if by == "ticket":  # the calls of other owners last
         return sorted(
-            groups.values(),
-            key=lambda g: (g.key == NO_TICKET, 0 if g.key == NO_TICKET else int(g.key[1:])),
+            groups, key=lambda g: (g.key == NO_TICKET, 0 if g.key == NO_TICKET else int(g.key[1:]))
         )
     if by == "day":
-        return sorted(groups.values(), key=lambda g: g.key)
-    return list(groups.values())
+        return sorted(groups, key=lambda g: g.key)
+    return groups
 
 
 def total(groups: Iterable[CostGroup]) -> CostGroup:
@@ -208,35 +215,83 @@ class CostReport:
         }
 
 
-def call_rows(session: Session, *where: ColumnElement[bool]) -> list[CallRow]:
-    """The calls matching `where`, oldest first, as the bill needs them."""
+def _key(session: Session, by: GroupBy | None) -> KeyedColumnElement[Any] | None:
+    """The column `by` groups on (None: one group)."""
     c = m.Call
-    query = (
-        select(
-            c.ticket_id,
-            c.phase,
-            c.model,
-            c.provider,
-            c.tier,
-            c.created_at,
-            c.input_tokens,
-            c.output_tokens,
-            c.cached_tokens,
-            c.cost,
-            c.fallback,
-            c.error,
-            c.estimated,
+    if by is None:
+        return None
+    if by == "day":  # UTC: SQLite keeps the UTC time without a zone, PostgreSQL with one
+        if session.get_bind().dialect.name == "postgresql":
+            return func.date(func.timezone("UTC", c.created_at)).label("key")
+        return func.date(c.created_at).label("key")
+    column: KeyedColumnElement[Any] = getattr(c, "ticket_id" if by == "ticket" else by)
+    return column.label("key")
+
+
+def _key_text(value: Any, by: GroupBy | None) -> str:
+    if by is None:
+        return TOTAL
+    if by == "ticket":
+        return NO_TICKET if value is None else f"#{value}"
+    return str(value or "") or "-"
+
+
+def grouped(session: Session, by: GroupBy | None, *where: ColumnElement[bool]) -> list[CostGroup]:
+    """`aggregate` over the calls matching `where`, summed by the store in one GROUP BY."""
+    c = m.Call
+    key = _key(session, by)
+    query = select(
+        func.count(),
+        func.count(c.error),
+        func.count().filter(c.fallback.is_(True)),
+        func.coalesce(func.sum(c.input_tokens), 0),
+        func.coalesce(func.sum(c.output_tokens), 0),
+        func.coalesce(func.sum(c.cached_tokens), 0),
+        # an unknown price has no cost: known ones only, settled calls apart from estimates
+        func.coalesce(func.sum(c.cost).filter(~c.estimated), 0.0),
+        func.count(c.cost).filter(~c.estimated),
+        func.count().filter(unknown_price()),
+        func.count().filter(c.estimated),
+        func.count(c.cost).filter(c.estimated, ~unknown_price()),
+        func.coalesce(func.sum(c.cost).filter(c.estimated), 0.0),
+        *([] if key is None else [key]),
+    ).where(*where)
+    if key is not None:
+        query = query.group_by(key).order_by(func.min(c.id))
+    groups = []
+    for row in session.execute(query):
+        if not row[0]:  # no calls at all (the one row of an ungrouped sum)
+            continue
+        groups.append(
+            CostGroup(
+                _key_text(row[12] if key is not None else None, by),
+                calls=row[0],
+                errors=row[1],
+                fallbacks=row[2],
+                input_tokens=int(row[3]),
+                output_tokens=int(row[4]),
+                cached_tokens=int(row[5]),
+                known_usd=float(row[6] or 0.0),
+                priced_calls=row[7],
+                unknown_calls=row[8],
+                estimated_calls=row[9],
+                estimated_priced=row[10],
+                estimated_usd=float(row[11] or 0.0),
+            )
         )
-        .where(*where)
-        .order_by(c.id)
-    )
-    return [CallRow(*row) for row in session.execute(query)]
+    return ordered(groups, by)
 
 
 def bill(session: Session, *where: ColumnElement[bool]) -> CostGroup:
     """Calls, tokens and cost of the calls matching `where`, as one group."""
-    groups = aggregate(call_rows(session, *where), None)
+    groups = grouped(session, None, *where)
     return groups[0] if groups else CostGroup(TOTAL)
+
+
+def bills(session: Session, *where: ColumnElement[bool]) -> dict[int, CostGroup]:
+    """The bill of each ticket with calls matching `where`, by ticket id, in one query."""
+    groups = grouped(session, "ticket", m.Call.ticket_id.is_not(None), *where)
+    return {int(g.key[1:]): g for g in groups}
 
 
 def cost_report(
@@ -251,8 +306,7 @@ def cost_report(
             if session.get(m.Ticket, ticket_id) is None:
                 raise TicketError(f"no ticket #{ticket_id}")
             where.append(m.Call.ticket_id == ticket_id)
-        rows = call_rows(session, *where)
-    groups = aggregate(rows, by)
+        groups = grouped(session, by, *where)
     return CostReport(by, ticket_id, groups, total(groups))
 
 

@@ -18,7 +18,14 @@ class TicketError(ShiplineError):
 
 
 class StoreError(ShiplineError):
-    """The store cannot be opened, or was written by a newer shipline."""
+    """The store is missing, empty, damaged, read-only, full, locked, gone, or was written by a
+    newer shipline. The message names the fault and the fix. `transient` says whether waiting
+    may help (a lock held by another process, a full disk, a server that went away): a worker
+    backs off and tries again; every other command stops."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ProviderError(ShiplineError):

@@ -28,6 +28,7 @@ from shipline.demo.sample import DEMO_TICKETS
 from shipline.engine import lifecycle, setup, tickets, worker
 from shipline.engine.loop import OnEvent
 from shipline.engine.project import Project, open_project
+from shipline.engine.worker import OnNotice
 
 
 def init_project(root: Path, *, db: str | None = None) -> ProjectSetup:
@@ -75,18 +76,24 @@ def run(
     workers: int = 1,
     on_event: OnEvent | None = None,
     stop: threading.Event | None = None,
+    on_notice: OnNotice | None = None,
 ) -> int:
-    """Work with `workers` threads until nothing runnable is left. Returns the steps run."""
-    return worker.run_workers(project, workers, on_event=on_event, stop=stop)
+    """Work with `workers` threads until nothing runnable is left. Returns the steps run.
+    `on_notice(message)`: a transient store fault being waited out."""
+    return worker.run_workers(project, workers, on_event=on_event, stop=stop, on_notice=on_notice)
 
 
 def start_worker(
-    project: Project, *, poll_s: float | None = None, on_event: OnEvent | None = None
+    project: Project,
+    *,
+    poll_s: float | None = None,
+    on_event: OnEvent | None = None,
+    on_notice: OnNotice | None = None,
 ) -> worker.Worker:
     """A long-running worker (`work_forever(stop)`), polling every `poll_s` when idle."""
     if poll_s is not None and poll_s > 0:
         project.settings.worker.poll_s = poll_s
-    return worker.Worker(project, on_event=on_event)
+    return worker.Worker(project, on_event=on_event, on_notice=on_notice)
 
 
 def approve(project: Project, ticket_id: int, text: str | None = None) -> Approval:
@@ -128,7 +135,7 @@ def run_demo(
     root, judge = demo.prepare(directory, replay)
     if on_ready is not None:
         on_ready(root)
-    project = open_project(root)
+    project = open_project(root, create=True)  # the demo's own new project: its store too
     for ticket in DEMO_TICKETS:
         new = tickets.NewTicket(kind=ticket["kind"], title=ticket["title"], body=ticket["body"])
         tickets.create_ticket(project.store, project.settings, new)

@@ -7,8 +7,8 @@ here, so the CLI, the board and the JSON say the same thing.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
 
 from shipline.api.views import (
     AttemptView,
@@ -23,7 +23,7 @@ from shipline.api.views import (
     TicketSummary,
     VerdictView,
 )
-from shipline.costs import bill
+from shipline.costs import TOTAL, CostGroup, bill, bills
 from shipline.engine.code import CODE_PHASES
 from shipline.engine.lifecycle import HUMAN
 from shipline.engine.tickets import current_step, get_ticket
@@ -38,10 +38,17 @@ def code_applied(route: list[str], merged: bool) -> bool | None:
     return merged if any(phase in CODE_PHASES for phase in route) else None
 
 
-def ticket_summary(session: Session, ticket: m.Ticket, merged: bool | None = None) -> TicketSummary:
-    """One ticket's row; `merged` (whether it has a merges row) is looked up when not given."""
+def ticket_summary(
+    session: Session,
+    ticket: m.Ticket,
+    charges: CostGroup | None = None,
+    merged: bool | None = None,
+) -> TicketSummary:
+    """One ticket's row. `charges` (its bill) and `merged` (whether it has a merges row): when
+    the caller read them already (a list reads them all in one query each)."""
     step = current_step(ticket)
-    charges = bill(session, m.Call.ticket_id == ticket.id)
+    if charges is None:
+        charges = bill(session, m.Call.ticket_id == ticket.id)
     if merged is None:
         merged = (
             session.scalar(select(m.Merge.id).where(m.Merge.ticket_id == ticket.id)) is not None
@@ -69,14 +76,40 @@ def ticket_summary(session: Session, ticket: m.Ticket, merged: bool | None = Non
     )
 
 
-def list_tickets(store: Store, status: str | None = None) -> list[TicketSummary]:
-    """Every ticket (or those with `status`), oldest first."""
+def list_tickets(
+    store: Store, status: str | None = None, *, limit: int | None = None
+) -> list[TicketSummary]:
+    """Every ticket (or those with `status`), oldest first; with `limit`, only the newest
+    `limit` of them (`count_tickets` says how many there are). Four queries, however many."""
     with store.session() as session:
-        query = select(m.Ticket).order_by(m.Ticket.id)
+        ids = select(m.Ticket.id)
+        if status:
+            ids = ids.where(m.Ticket.status == status)
+        if limit is not None:
+            ids = ids.order_by(m.Ticket.id.desc()).limit(limit)
+        page = ids.scalar_subquery() if limit is not None else ids
+        query = (
+            select(m.Ticket)
+            .where(m.Ticket.id.in_(page))
+            .order_by(m.Ticket.id)
+            .options(selectinload(m.Ticket.steps))
+        )
+        tickets = list(session.scalars(query))
+        charges = bills(session, m.Call.ticket_id.in_(page))
+        merged = set(session.scalars(select(m.Merge.ticket_id).where(m.Merge.ticket_id.in_(page))))
+        return [
+            ticket_summary(session, t, charges.get(t.id, CostGroup(TOTAL)), t.id in merged)
+            for t in tickets
+        ]
+
+
+def count_tickets(store: Store, status: str | None = None) -> int:
+    """How many tickets there are (with `status`)."""
+    with store.session() as session:
+        query = select(func.count()).select_from(m.Ticket)
         if status:
             query = query.where(m.Ticket.status == status)
-        merged = set(session.scalars(select(m.Merge.ticket_id)))
-        return [ticket_summary(session, t, t.id in merged) for t in session.scalars(query)]
+        return int(session.scalar(query) or 0)
 
 
 def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:
@@ -102,7 +135,7 @@ def ticket_detail(store: Store, ticket_id: int) -> TicketDetail:
         ):
             runs.setdefault((run.step_id, run.attempt), []).append(_judge_run(run))
         return TicketDetail(
-            **dict(ticket_summary(session, ticket, merge is not None)),
+            **dict(ticket_summary(session, ticket, merged=merge is not None)),
             body=ticket.body,
             route=list(ticket.route),
             children=[

@@ -4,11 +4,16 @@ Tables and panels come from `render` (rich); `--json` prints the API's views as 
 command imports the API when it runs: the API loads the store and the engine, and
 `shipline --help` should not wait for them. Piped or redirected, output is read by scripts and
 grep: there an error is one line and a table row is never wrapped or cut to the terminal's width.
+
+Most commands are short: the cyclic garbage collector is off for them (it only slows the
+imports down), and back on, with the start-up's objects frozen out of its way, for the long
+ones (`run`, `work`, `demo`).
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import signal
 import sys
@@ -73,6 +78,8 @@ err = _console(sys.stderr, stderr=True)
 
 # shipline.api.GroupBy, spelled out so that `shipline --help` need not import the API.
 CostBy = Literal["phase", "model", "provider", "day", "tier", "ticket"]
+# How many tickets `ticket list` shows unless told otherwise (--limit, --all).
+DEFAULT_LIMIT = 50
 
 
 class Globals:
@@ -80,10 +87,23 @@ class Globals:
     db: str | None = None
 
 
-def _project() -> Project:
+def _project(*, read_only: bool = False) -> Project:
+    """The project and its store; `read_only` for the commands that only read (they do not
+    wait for another process's write lock on SQLite)."""
     from shipline import api
 
-    return api.open_project(Path.cwd(), config=Globals.config, db=Globals.db)
+    return api.open_project(Path.cwd(), config=Globals.config, db=Globals.db, read_only=read_only)
+
+
+def _long_running() -> None:
+    """Before a long loop: the garbage collector back on, the start-up's objects frozen."""
+    gc.freeze()
+    gc.enable()
+
+
+def _print_notice(message: str) -> None:
+    """A worker waiting out a store fault (a lock, a full disk): said, not fatal."""
+    err.print(f"[yellow]{escape(message)}[/]", highlight=False)
 
 
 def _print_json(data: BaseModel | Sequence[BaseModel]) -> None:
@@ -224,18 +244,30 @@ def ticket_add(
 @ticket_app.command("list")
 def ticket_list(
     status: Annotated[str | None, typer.Option(help="Only tickets with this status.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Show the newest N tickets (oldest first).")
+    ] = DEFAULT_LIMIT,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every ticket.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List tickets with their status, phase, attempts, tokens and cost."""
+    """List tickets with their status, phase, attempts, tokens and cost (the newest 50)."""
     from shipline import api
 
-    rows = api.list_tickets(_project().store, status)
+    store = _project(read_only=True).store
+    rows = api.list_tickets(store, status, limit=None if show_all else limit)
+    hidden = 0
+    if not show_all and len(rows) == limit:
+        hidden = api.count_tickets(store, status) - len(rows)
     if as_json:
         _print_json(rows)
     elif not rows:
         console.print("no tickets yet: add one with `shipline ticket add`")
     else:
         console.print(render.ticket_table(rows))
+    if hidden:  # with --json on stderr, so that stdout stays one JSON document
+        (err if as_json else console).print(
+            f"… and {hidden} older ticket(s) not shown: --limit N, or --all", highlight=False
+        )
 
 
 @ticket_app.command("show")
@@ -253,7 +285,7 @@ def ticket_show(
     """Phases, attempts, verdicts with objections, models, tokens, cost, timings."""
     from shipline import api
 
-    store = _project().store
+    store = _project(read_only=True).store
     if deliverable:
         sys.stdout.write(api.deliverable_text(store, ticket_id, deliverable))
         return
@@ -291,7 +323,7 @@ def cost(
     """Cost, tokens, calls, fallbacks and errors from the calls table. Unknown prices show so."""
     from shipline import api
 
-    report = api.cost_report(_project().store, ticket_id=ticket, by=by)
+    report = api.cost_report(_project(read_only=True).store, ticket_id=ticket, by=by)
     if as_json:
         _print_json(report)
     elif report.total.calls == 0:
@@ -311,12 +343,17 @@ def run(
     project = _project()
     stop = threading.Event()
     _stop_on_sigint(stop)
+    _long_running()
     with console.status("working…", spinner="dots"):
         done = api.run(
-            project, workers=workers, on_event=None if quiet else _print_event, stop=stop
+            project,
+            workers=workers,
+            on_event=None if quiet else _print_event,
+            stop=stop,
+            on_notice=_print_notice,
         )
     console.print(f"ran {done} step(s)")
-    rows = api.list_tickets(project.store)
+    rows = api.list_tickets(project.store, limit=DEFAULT_LIMIT)
     if rows:
         console.print(render.ticket_table(rows))
 
@@ -334,7 +371,8 @@ def work(
     project = _project()
     stop = threading.Event()
     _stop_on_sigint(stop)
-    worker = api.start_worker(project, poll_s=poll, on_event=_print_event)
+    _long_running()
+    worker = api.start_worker(project, poll_s=poll, on_event=_print_event, on_notice=_print_notice)
     console.print(
         f"worker {worker.worker_id} polling {project.store.display_url} "
         "(Ctrl-C to stop after the current step)"
@@ -447,6 +485,7 @@ def demo(
                 "this takes a couple of minutes…"
             )
 
+    _long_running()
     with out.status("working…", spinner="dots"):
         report = api.run_demo(
             directory,
@@ -514,7 +553,25 @@ def workspaces(
         console.print("no ticket worktrees (they are made when \\[judge] command is set)")
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the config, the store (its schema, its pages, its disk), git and the judge
+    command. Exit 0 when all is well, 1 when something needs fixing."""
+    from shipline import api
+
+    report = api.doctor(Path.cwd(), config=Globals.config, db=Globals.db)
+    if as_json:
+        _print_json(report)
+    else:
+        console.print(render.doctor_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
+    gc.disable()  # a short command; `_long_running` turns it back on
     try:
         app()
     except ShiplineError as exc:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         CostLine,
         CostReport,
         DemoReport,
+        DoctorReport,
         RouteExplanation,
         TicketDetail,
         TicketSummary,
@@ -321,4 +322,15 @@ def demo_table(report: DemoReport) -> Table:
             str(row.tokens),
             f"{row.seconds:.1f}",
         )
+    return table
+
+
+def doctor_table(report: DoctorReport) -> Table:
+    """`shipline doctor`: one row per check, a problem in red with its fix."""
+    table = Table(title="shipline doctor", expand=False)
+    for column in ("check", "status", "found", "fix"):
+        table.add_column(column)
+    for finding in report.findings:
+        mark = Text("ok", style="green") if finding.ok else Text("problem", style="bold red")
+        table.add_row(finding.check, mark, Text(finding.detail), Text(finding.fix))
     return table

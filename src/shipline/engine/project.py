@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipline.config import CONFIG_FILE, Settings, find_config, load_settings
 from shipline.errors import ConfigError
-from shipline.providers.registry import build_router
-from shipline.providers.router import Router
 from shipline.store.db import Store, open_store
+
+if TYPE_CHECKING:
+    from shipline.providers.router import Router
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Project:
     def router(self) -> Router:
         """Built on first use, so read-only commands never load a model."""
         if self._router is None:
+            from shipline.providers.registry import build_router
+
             self._router = build_router(self.settings, self.root)
         return self._router
 
@@ -31,12 +35,19 @@ class Project:
 
 
 def open_project(
-    start: Path, *, config: Path | None = None, db: str | None = None, require: bool = True
+    start: Path,
+    *,
+    config: Path | None = None,
+    db: str | None = None,
+    require: bool = True,
+    create: bool = False,
+    read_only: bool = False,
 ) -> Project:
     """Find shipline.toml at or above `start` (or use `config`) and open its store.
 
     `db` overrides `[store] url`. With `require=False` and no config found, the embedded
-    defaults are used with `start` as the project root.
+    defaults are used with `start` as the project root. The store must exist (`shipline
+    init` makes it) unless `create`; `read_only` opens it for reading (see store.db.Store).
     """
     path = config if config is not None else find_config(start.resolve())
     if path is None and require:
@@ -47,5 +58,11 @@ def open_project(
         raise ConfigError(f"config file {path} does not exist")
     settings = load_settings(path)
     root = path.parent.resolve() if path is not None else start.resolve()
-    store = open_store(db or settings.store.url, root)
+    store = open_store(
+        db or settings.store.url,
+        root,
+        create=create,
+        read_only=read_only,
+        busy_timeout_s=settings.store.busy_timeout_s,
+    )
     return Project(root=root, settings=settings, store=store)

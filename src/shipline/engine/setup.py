@@ -230,7 +230,9 @@ def init_project(root: Path, db: str | None = None) -> InitResult:
         present = tomllib.loads(config.read_text(encoding="utf-8"))
         missing = tuple(s for s in SECTIONS if s not in present)
         suggestion = render_sections(found, target, missing) if missing else ""
-    store = open_store(db or settings.store.url, root)
+    store = open_store(
+        db or settings.store.url, root, create=True, busy_timeout_s=settings.store.busy_timeout_s
+    )
     store.close()
     _ignore_state_dir(root)
     notes = (target.note,) if target.note else ()

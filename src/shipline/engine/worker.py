@@ -5,6 +5,11 @@ SQLite a claim is one BEGIN IMMEDIATE transaction; on PostgreSQL it is SELECT â€
 SKIP LOCKED, so any number of workers on any number of machines share one queue. A worker
 that dies stops heartbeating; its lease expires and any worker takes the step over from the
 last committed attempt or verdict.
+
+A store fault is a StoreError. A transient one (a lock held by another process, a full disk,
+a server that went away) is ridden out: the worker says so, backs off and tries again. Any
+other one stops it. At each claim the worker checks that its store is still the one it
+opened (store.db.Store.verify): one deleted or replaced under it stops it, loudly.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -26,12 +32,25 @@ from shipline.engine.loop import (
     OnEvent,
     load_context,
 )
+from shipline.errors import StoreError
 from shipline.store import models as m
 from shipline.store.db import Store
 from shipline.store.lease import Heartbeat, LeaseLost, lease_token
 
 # How often an idle worker does its housekeeping (pruning old call payloads).
 HOUSEKEEPING_EVERY_S = 3600.0
+# Waits between tries after a transient store fault: 1, 2, 4, â€¦ seconds, at most 30.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+# `run` (until idle) gives up after this many faults in a row; `work` never does.
+RUN_STORE_TRIES = 8
+
+OnNotice = Callable[[str], None]
+
+
+def backoff_s(tries: int) -> float:
+    """The wait after the `tries`-th transient store fault in a row."""
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, tries - 1))
 
 
 def new_worker_id() -> str:
@@ -43,6 +62,7 @@ def claim_next(store: Store, worker_id: str, lease_s: float) -> tuple[Claim, Att
     or None. Atomic on both backends."""
     now = m.utcnow()
     with store.transaction() as conn:
+        store.verify(conn)  # never take work from a store deleted or replaced under us
         row = conn.execute(sql.CLAIM, {"now": now}).first()
         if row is None:
             return None
@@ -90,6 +110,7 @@ class Worker:
         project: Any,
         worker_id: str | None = None,
         on_event: OnEvent | None = None,
+        on_notice: OnNotice | None = None,
     ) -> None:
         self.project = project
         project.router  # noqa: B018 - build providers now: a broken config fails before any claim
@@ -102,6 +123,24 @@ class Worker:
         self.poll_s = settings.poll_s
         self.heartbeat = Heartbeat(project.store, self.lease_s, self.heartbeat_s)
         self._housekept: float | None = None  # time.monotonic() of the last housekeeping
+        self.on_notice = on_notice or (lambda _message: None)
+        self._faults = 0  # transient store faults in a row
+
+    @contextmanager
+    def _riding_out(self, stop: threading.Event, tries: int | None) -> Iterator[None]:
+        """Wait out a transient store fault (saying so), at most `tries` in a row; re-raise
+        any other."""
+        try:
+            yield
+        except StoreError as exc:
+            self._faults += 1
+            if not exc.transient or (tries is not None and self._faults > tries):
+                raise
+            delay = backoff_s(self._faults)
+            self.on_notice(f"{exc}; trying again in {delay:g} s (try {self._faults + 1})")
+            stop.wait(delay)
+        else:
+            self._faults = 0
 
     def run_once(self) -> bool:
         """Claim and run one attempt. False when nothing was runnable."""
@@ -139,15 +178,17 @@ class Worker:
         """Work until no step is runnable and none is in flight. Returns attempts run."""
         done = 0
         stop = stop or threading.Event()
+        idle = False
         try:
-            while not stop.is_set():
-                if self.run_once():
-                    done += 1
-                    continue
-                self.housekeeping()
-                if live_claims(self.project.store) == 0:
-                    break
-                stop.wait(self.poll_s)
+            while not stop.is_set() and not idle:
+                with self._riding_out(stop, RUN_STORE_TRIES):
+                    if self.run_once():
+                        done += 1
+                        continue
+                    self.housekeeping()
+                    idle = live_claims(self.project.store) == 0
+                    if not idle:
+                        stop.wait(self.poll_s)
         finally:
             self.close()
         return done
@@ -157,20 +198,26 @@ class Worker:
         done = 0
         try:
             while not stop.is_set():
-                if self.run_once():
-                    done += 1
-                else:
+                with self._riding_out(stop, None):
+                    if self.run_once():
+                        done += 1
+                        continue
                     self.housekeeping()
-                    if idle:
-                        idle()
-                    stop.wait(self.poll_s)
+                if idle:
+                    idle()
+                stop.wait(self.poll_s)
+            self.project.store.check_file()  # the last step went into the store we opened
         finally:
             self.close()
         return done
 
 
 def run_workers(
-    project: Any, count: int, on_event: OnEvent | None = None, stop: threading.Event | None = None
+    project: Any,
+    count: int,
+    on_event: OnEvent | None = None,
+    stop: threading.Event | None = None,
+    on_notice: OnNotice | None = None,
 ) -> int:
     """`shipline run --workers N`: N worker threads sharing one project, until idle."""
     stop = stop or threading.Event()
@@ -179,7 +226,8 @@ def run_workers(
 
     def loop(index: int) -> None:
         try:
-            totals[index] = Worker(project, on_event=on_event).run_until_idle(stop)
+            worker = Worker(project, on_event=on_event, on_notice=on_notice)
+            totals[index] = worker.run_until_idle(stop)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
             stop.set()

@@ -1,19 +1,21 @@
 """Alembic, driven from code: bring the store to the current schema, or refuse a newer one.
 
-Opening an up-to-date store costs one query: Alembic (a third of a second to import) is
-loaded only when the revision differs from SCHEMA_HEAD. A test keeps SCHEMA_HEAD equal to
-the newest migration.
+Opening an up-to-date store costs one query, `SELECT version_num FROM alembic_version`: no
+reflection, and Alembic (a third of a second to import) is loaded only when the revision
+differs from SCHEMA_HEAD. A test keeps SCHEMA_HEAD equal to the newest migration. A database
+without that table is not a store yet: only `create` (`shipline init`, the demo) builds one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from shipline.errors import StoreError
 
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 # The PostgreSQL advisory lock held while migrating ("SHIPLINE" in ASCII, a signed 64-bit key).
 MIGRATION_LOCK = 0x5348_4950_4C49_4E45
 
@@ -27,16 +29,25 @@ def alembic_config() -> Any:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The store's schema revision; None when the database has no shipline schema yet."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError):  # no such table (a store fault is mapped)
             return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, *, create: bool = False, where: str = "") -> None:
+    """Migrate the store to SCHEMA_HEAD when it is behind; `create`: build it from nothing."""
     current = current_revision(engine)
     if current == SCHEMA_HEAD:
         return
+    if current is None and not create:
+        raise StoreError(
+            f"the database at {where or '?'} is not a shipline store (it has no schema version): "
+            "run `shipline init` in the project to create the store there, or point --db at "
+            "the store"
+        )
     from alembic import command
     from alembic.script import ScriptDirectory
 

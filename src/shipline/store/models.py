@@ -409,3 +409,14 @@ class Work(Base):
         Index("ix_work_runnable", "status", "kind", "priority", "due_at"),
         Index("ix_work_owner", "owner_kind", "owner_id"),
     )
+
+
+class StoreIdentity(Base):
+    """One row, written when the store is made: its id. A worker reads it at each claim, so
+    that a store deleted or replaced under it (another file, a database dropped and made
+    again) stops the worker instead of taking its work."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
