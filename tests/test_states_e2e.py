@@ -401,7 +401,9 @@ def test_deliverables_stay_on_the_ticket_branch_unless_included(
     settings = parse_settings(
         {"judge": {"command": "true"}, "merge": {"include_deliverables": include}}, "test"
     )
-    code = CodePath(settings, project.root, open_store("sqlite:///.shipline/s.db", project.root))
+    code = CodePath(
+        settings, project.root, open_store("sqlite:///.shipline/s.db", project.root, create=True)
+    )
     ws = code.workspace(5, "overdraft")
     (ws.path / "ledger" / "accounts.py").write_text(accounts(GUARDED), encoding="utf-8")
     git(ws.path, "commit", "-q", "-am", "guard withdraw")

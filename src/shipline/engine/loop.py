@@ -32,6 +32,7 @@ from shipline.engine.code import CodeOutcome, CodePath, session_commit
 from shipline.engine.coding import CodingSessions, session_objections
 from shipline.engine.preflight import Preflight
 from shipline.engine.prompt import Prompt, build_prompt, render_blocks
+from shipline.engine.repository import phase_candidates
 from shipline.engine.verdict import read_verdict, strip_fence
 from shipline.errors import BudgetExceeded, ShiplineError, StoreError
 from shipline.phases import PHASES, VERDICT_SCHEMA, get_phase
@@ -449,8 +450,6 @@ class AttemptRunner:
         phase = ctx.phase
 
         def repository() -> Candidates:  # read only when the prompt has room for it
-            from shipline.engine.repository import phase_candidates  # not at CLI startup
-
             return phase_candidates(
                 self.settings,
                 Path(self.project.root),
