@@ -47,6 +47,7 @@ def final_state(project: Project) -> list[dict[str, Any]]:
                     "kind": ticket.kind,
                     "title": ticket.title,
                     "status": ticket.status,
+                    "handoff": ticket.handoff_reason,
                     "parent": ticket.parent_id,
                     "key": ticket.child_key,
                     "steps": [
@@ -118,7 +119,10 @@ def test_sigkilled_worker_resumes_to_the_same_final_state(tmp_path: Path) -> Non
         proc.wait(timeout=10)
     crashed.cli("run")
 
-    assert final_state(crashed) == final_state(reference)
+    after, expected = final_state(crashed), final_state(reference)
+    statuses = [(t["id"], t["status"], t["handoff"]) for t in after]
+    assert statuses == [(t["id"], t["status"], t["handoff"]) for t in expected]
+    assert after == expected
     statuses = [t["status"] for t in final_state(crashed)]
     assert statuses == ["done"] * 5  # no ticket lost, no child duplicated
     log = events(crashed)
