@@ -16,7 +16,6 @@ whatever a server answers is a completion or a `ProviderCallError`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -27,6 +26,7 @@ from shipline.providers.base import Completion, CompletionRequest, Message, Tool
 from shipline.providers.hosted import (
     NativeTools,
     Redactor,
+    Reply,
     Shape,
     ShapeError,
     api_key_from_env,
@@ -118,41 +118,14 @@ class AnthropicProvider:
             reply = read_message(data)
         except ShapeError as exc:
             raise shape_failure(self.base_url, "a message", data, exc, self._mask) from None
-        model = reply.model or self.model
-        return Completion(
-            text=reply.text,
-            model=model,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            cached_tokens=reply.cached_tokens,
-            cost=call_cost(
-                self._settings,
-                model,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                cached_tokens=reply.cached_tokens,
-            ),
-            tool_calls=reply.tool_calls,
-        )
+        return reply.completion(self._settings, self.model)
 
     def estimate_cost(self, input_tokens: int) -> float | None:
         """What `input_tokens` in cost at this entry's price (None: unknown)."""
         return call_cost(self._settings, self.model, input_tokens=input_tokens, output_tokens=0)
 
 
-@dataclass(frozen=True)
-class MessageReply:
-    """What shipline reads of a Messages API reply (token counts in the OpenAI convention)."""
-
-    text: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    tool_calls: tuple[ToolCall, ...]
-
-
-def read_message(data: Any) -> MessageReply:
+def read_message(data: Any) -> Reply:
     """A Messages API reply's JSON, checked field by field (`ShapeError` says where it is
     wrong). Text blocks are joined; `tool_use` blocks are tool calls; other block types
     (thinking, …) are skipped. Usage may be missing (counted as 0 tokens)."""
@@ -182,7 +155,7 @@ def read_message(data: Any) -> MessageReply:
     cache_write = Shape.count(
         usage.get("cache_creation_input_tokens"), "$.usage.cache_creation_input_tokens"
     )
-    return MessageReply(
+    return Reply(
         text="".join(texts),
         model=Shape.model(body.get("model"), "$.model"),
         input_tokens=Shape.count(usage.get("input_tokens"), "$.usage.input_tokens")

@@ -19,12 +19,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from shipline.config import ProviderSettings
 from shipline.errors import ConfigError
-from shipline.providers.base import Completion, CompletionRequest
+from shipline.providers.base import Completion, CompletionRequest, ToolCall
 from shipline.providers.guard import ProviderCallError, failure_from_status, parse_retry_after
+from shipline.providers.pricing import call_cost
 from shipline.redact import MASK, redact
 
 # Sent to keyless servers (Ollama, llama.cpp, vLLM on loopback): the SDKs need some key.
@@ -204,6 +206,38 @@ def read_json_body(
 
 def _size(n: int) -> str:
     return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n} bytes"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What shipline reads of a hosted API's reply, whatever its kind (token counts in the
+    OpenAI convention: input includes cached)."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    tool_calls: tuple[ToolCall, ...]
+
+    def completion(self, settings: ProviderSettings, configured_model: str) -> Completion:
+        """The completion, priced at the model the reply names (else the configured one)."""
+        model = self.model or configured_model
+        return Completion(
+            text=self.text,
+            model=model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_tokens=self.cached_tokens,
+            cost=call_cost(
+                settings,
+                model,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cached_tokens=self.cached_tokens,
+            ),
+            tool_calls=self.tool_calls,
+        )
 
 
 class ShapeError(ValueError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,6 +28,7 @@ from shipline.providers.guard import ProviderCallError
 from shipline.providers.hosted import (
     NativeTools,
     Redactor,
+    Reply,
     Shape,
     ShapeError,
     api_key_from_env,
@@ -130,41 +130,14 @@ class OpenAICompatProvider:
             reply = read_chat_completion(data)
         except ShapeError as exc:
             raise shape_failure(self.base_url, "a chat completion", data, exc, self._mask) from None
-        model = reply.model or self.model
-        return Completion(
-            text=reply.text,
-            model=model,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            cached_tokens=reply.cached_tokens,
-            cost=call_cost(
-                self._settings,
-                model,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                cached_tokens=reply.cached_tokens,
-            ),
-            tool_calls=reply.tool_calls,
-        )
+        return reply.completion(self._settings, self.model)
 
     def estimate_cost(self, input_tokens: int) -> float | None:
         """What `input_tokens` in cost at this entry's price (None: unknown)."""
         return call_cost(self._settings, self.model, input_tokens=input_tokens, output_tokens=0)
 
 
-@dataclass(frozen=True)
-class ChatReply:
-    """What shipline reads of a chat completion."""
-
-    text: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    tool_calls: tuple[ToolCall, ...]
-
-
-def read_chat_completion(data: Any) -> ChatReply:
+def read_chat_completion(data: Any) -> Reply:
     """A chat completion's JSON, checked field by field (`ShapeError` says where it is wrong).
 
     The first choice's message counts. Its content may be null (a reply of tool calls only);
@@ -184,7 +157,7 @@ def read_chat_completion(data: Any) -> ChatReply:
     details = Shape.object(
         usage.get("prompt_tokens_details"), "$.usage.prompt_tokens_details", optional=True
     )
-    return ChatReply(
+    return Reply(
         text=Shape.text(message.get("content"), f"{path}.content"),
         model=Shape.model(body.get("model"), "$.model"),
         input_tokens=Shape.count(usage.get("prompt_tokens"), "$.usage.prompt_tokens"),
